@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` and `make test`. Both install into .venv first when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.lrfdyn-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-all bench lint clean
+
+install: $(STAMP)
+
+# torch first (a CUDA build that lies on the local disk; lava-dl imports torchvision at
+# import time), then the runtime dependencies, which pin numpy back to 1.x, then Lava
+# without its stale metadata, then lrfdyn itself in editable mode.
+$(STAMP): pyproject.toml requirements/runtime.txt requirements/lava.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -r requirements/runtime.txt
+	$(PIP) install -q --no-deps --ignore-requires-python -r requirements/lava.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PY) -c "import lrfdyn.loihi.compat, lava.proc.lif.process, lava.lib.dl.netx, nir, nirtorch"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/lrfdyn demo --out runs/demo
+
+test: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,5 @@
+"""NIR -> Lava: fixed-point mapping, lowering, Lava process construction, deployment.
+
+Importing this package does not import Lava; modules that do import
+:mod:`lrfdyn.loihi.compat` first.
+"""

@@ -1,0 +1,254 @@
+"""Loihi fixed-point arithmetic: the one place it is defined.
+
+Everything here is a pure numpy function on integer arrays. Training's deploy
+mode, the lowering to Lava and the integer reference executor all call these
+functions, so a quantized PyTorch model, the reference and Lava's ``fixed_pt``
+models share one definition of every shift, decay and saturation.
+
+The ground truth is Lava's own bit-accurate models (lava-nc 0.10):
+``lava/proc/lif/models.py`` (``AbstractPyLifModelFixed``, ``PyLifModelBitAcc``),
+``lava/proc/dense/models.py`` (``PyDenseModelBitAcc``) and
+``lava/proc/conv/models.py`` (``PyConvModelFixed``). ``tests/loihi/test_fixed.py``
+checks this module against those models, run in real Lava.
+
+CUBA LIF, one step (all integers)::
+
+    u[t] = wrap24( sign(u)·((|u|·(4096 − (du+1))) >> 12) + (a_in[t] << 6) )
+    v[t] = clip24( sign(v)·((|v|·(4096 − dv)) >> 12) + u[t] + (bias_mant << bias_exp) )
+    s[t] = v[t] > (vth << 6);   v[t] ← 0 where s[t]
+
+Dense synapse: weights are clipped to 8 bits (sign mode from the matrix),
+mixed-sign matrices lose their least significant bit, and the summed input is
+shifted by ``weight_exp``. The fixed-point Conv uses its weights as given,
+ignores ``weight_exp`` and wraps its output to 24-bit signed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lrfdyn.errors import LoihiRangeError
+
+#: Width of the neuron state registers u and v.
+UV_BITS = 24
+#: Decay constants du and dv are unsigned 12-bit fractions of 4096.
+DECAY_BITS = 12
+DECAY_UNITY = 1 << DECAY_BITS
+#: The synaptic input and the threshold are MSB-aligned with u and v by this shift.
+ACT_SHIFT = 6
+VTH_SHIFT = 6
+#: Unsigned threshold mantissa width (PyLifModelBitAcc: vth precision 17).
+VTH_BITS = 17
+#: Signed bias mantissa width and unsigned bias exponent width.
+BIAS_MANT_BITS = 13
+BIAS_EXP_BITS = 3
+#: Synaptic weight width. Mixed-sign Dense weights keep 7 bits plus sign, as even numbers.
+WEIGHT_BITS = 8
+#: DelayDense delays (lava.proc.dense.process.DelayDense) up to this many steps.
+MAX_DELAY = 63
+
+_UV_MAX = 1 << (UV_BITS - 1)
+VTH_MAX = (1 << VTH_BITS) - 1
+BIAS_MANT_MAX = (1 << (BIAS_MANT_BITS - 1)) - 1
+BIAS_MANT_MIN = -(1 << (BIAS_MANT_BITS - 1))
+BIAS_EXP_MAX = (1 << BIAS_EXP_BITS) - 1
+#: Even mantissas in [-256, 254] survive Lava's clip and LSB truncation unchanged.
+WEIGHT_MAX = (1 << WEIGHT_BITS) - 2
+WEIGHT_MIN = -(1 << WEIGHT_BITS)
+
+
+# ---------------------------------------------------------------- arithmetic
+
+
+def decay(x: np.ndarray, d: np.ndarray | int) -> np.ndarray:
+    """``sign(x)·((|x|·(4096 − d)) >> 12)``: a decay that rounds toward zero."""
+    x = np.asarray(x, dtype=np.int64)
+    return np.sign(x) * ((np.abs(x) * (DECAY_UNITY - np.asarray(d, dtype=np.int64))) >> DECAY_BITS)
+
+
+def wrap_current(u: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap of u as Lava does it (note: +2^23 itself is not wrapped)."""
+    u = np.asarray(u, dtype=np.int64)
+    wrapped = np.where(u > _UV_MAX, u - 2 * _UV_MAX, u)
+    return np.where(wrapped <= -_UV_MAX, u + 2 * _UV_MAX, wrapped)
+
+
+def clip_voltage(v: np.ndarray) -> np.ndarray:
+    """Saturate v to ±(2^23 − 1)."""
+    return np.clip(np.asarray(v, dtype=np.int64), -_UV_MAX + 1, _UV_MAX - 1)
+
+
+def wrap_signed(x: np.ndarray, bits: int = UV_BITS) -> np.ndarray:
+    """Two's-complement wrap to ``bits`` (the fixed-point Conv's output "clamp").
+
+    Lava's ``lava.proc.conv.utils.signed_clamp`` wraps rather than saturates, so
+    +2^23 becomes −2^23; DESIGN.md's "clamps" is corrected here.
+    """
+    half = 1 << (bits - 1)
+    return (np.asarray(x, dtype=np.int64) + half) % (2 * half) - half
+
+
+def shift(x: np.ndarray, exp: int) -> np.ndarray:
+    """Arithmetic shift: left by ``exp`` if positive, else right (flooring) by ``-exp``."""
+    x = np.asarray(x, dtype=np.int64)
+    return x << exp if exp > 0 else x >> -exp
+
+
+def scaled_bias(bias_mant: np.ndarray, bias_exp: np.ndarray) -> np.ndarray:
+    """``bias_mant << bias_exp`` (a negative exponent shifts right, as Lava does)."""
+    mant = np.asarray(bias_mant, dtype=np.int64)
+    exp = np.asarray(bias_exp, dtype=np.int64)
+    return np.where(exp >= 0, mant << np.maximum(exp, 0), mant >> np.maximum(-exp, 0))
+
+
+# ---------------------------------------------------------------- neurons
+
+
+@dataclass(frozen=True, eq=False)
+class LifParams:
+    """Integer parameters of a Loihi CUBA LIF group; scalars broadcast over the group."""
+
+    du: int
+    dv: int
+    vth: int
+    bias_mant: np.ndarray | int = 0
+    bias_exp: np.ndarray | int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("du", "dv"):
+            val = getattr(self, name)
+            if not 0 <= val < DECAY_UNITY:
+                raise LoihiRangeError(
+                    f"{name}={val} is outside Loihi's 12-bit decay range 0..{DECAY_UNITY - 1}; "
+                    "choose a time constant tau >= 1 step"
+                )
+        if not 0 <= self.vth <= VTH_MAX:
+            raise LoihiRangeError(
+                f"vth={self.vth} is outside Loihi's {VTH_BITS}-bit threshold range 0..{VTH_MAX}; "
+                "rescale the layer (smaller weights or a larger weight exponent)"
+            )
+        mant = np.asarray(self.bias_mant)
+        if mant.size and (mant.min() < BIAS_MANT_MIN or mant.max() > BIAS_MANT_MAX):
+            raise LoihiRangeError(
+                f"bias mantissa {int(mant.min())}..{int(mant.max())} exceeds Loihi's "
+                f"{BIAS_MANT_BITS}-bit range; raise bias_exp"
+            )
+
+
+@dataclass(eq=False)
+class LifState:
+    """Current u and voltage v of a LIF group (int64 holding 24-bit values)."""
+
+    u: np.ndarray
+    v: np.ndarray
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...]) -> LifState:
+        return cls(np.zeros(shape, np.int64), np.zeros(shape, np.int64))
+
+
+def lif_step(
+    state: LifState, a_in: np.ndarray, p: LifParams
+) -> tuple[np.ndarray, LifState]:
+    """One bit-accurate Loihi CUBA LIF update (see the module docstring).
+
+    Args:
+        state: u and v before the step.
+        a_in: summed synaptic input of this step, in weight units.
+        p: the group's integer parameters.
+
+    Returns:
+        The boolean spikes and the new state (v already reset where it spiked).
+    """
+    a_in = np.asarray(a_in, dtype=np.int64)
+    u = wrap_current(decay(state.u, p.du + 1) + (a_in << ACT_SHIFT))
+    v = clip_voltage(decay(state.v, p.dv) + u + scaled_bias(p.bias_mant, p.bias_exp))
+    spikes = v > (np.int64(p.vth) << VTH_SHIFT)
+    return spikes, LifState(u, np.where(spikes, 0, v))
+
+
+# ---------------------------------------------------------------- synapses
+
+
+def dense_effective_weights(weights: np.ndarray) -> np.ndarray:
+    """The weights Lava's ``PyDenseModelBitAcc`` actually uses (8-bit clip, LSB truncation).
+
+    The sign mode comes from the matrix itself, as in Lava: all >= 0 is excitatory,
+    all <= 0 inhibitory, anything else mixed (which costs the LSB).
+    """
+    w = np.asarray(weights).astype(np.int64)
+    if w.size == 0 or w.min() >= 0:
+        return np.clip(w, 0, (1 << WEIGHT_BITS) - 1)
+    if w.max() <= 0:
+        return -np.clip(-w, 0, (1 << WEIGHT_BITS) - 1)
+    return (np.clip(w, WEIGHT_MIN, (1 << WEIGHT_BITS) - 1) >> 1) << 1
+
+
+def dense_accumulate(weights: np.ndarray, x: np.ndarray, weight_exp: int = 0) -> np.ndarray:
+    """Summed input of a Dense layer: ``shift(W·x, weight_exp)`` with effective weights.
+
+    ``x`` holds binary spikes or graded (integer) payloads, with the input axis last
+    (a batch of vectors is allowed).
+    """
+    w = dense_effective_weights(weights)
+    return shift(np.asarray(x, dtype=np.int64) @ w.T, weight_exp)
+
+
+# ---------------------------------------------------------------- quantization
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedWeights:
+    """An integer weight matrix with its exponent: ``W_float·scale ≈ mant · 2^exp``."""
+
+    mant: np.ndarray
+    exp: int
+    scale: float
+    clipped: int = 0
+    meta: dict = field(default_factory=dict)
+
+
+def quantize_to_mantissa(values: np.ndarray, scale: float, exp: int = 0) -> QuantizedWeights:
+    """Round ``values·scale / 2^exp`` to even mantissas in [-256, 254], counting clips.
+
+    Even mantissas are what a mixed-sign Dense keeps after Lava drops the LSB, so the
+    same integers mean the same thing in Dense and Conv (which keeps every bit).
+    """
+    raw = np.asarray(values, np.float64) * scale / (2.0**exp)
+    mant = 2 * np.round(raw / 2.0)
+    clipped = int(np.count_nonzero((mant < WEIGHT_MIN) | (mant > WEIGHT_MAX)))
+    mant = np.clip(mant, WEIGHT_MIN, WEIGHT_MAX).astype(np.int64)
+    return QuantizedWeights(mant=mant, exp=exp, scale=scale, clipped=clipped)
+
+
+def quantize_bias(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Split integer-unit biases into a 13-bit mantissa and a shared 3-bit exponent.
+
+    Returns:
+        ``(mant, exp)`` with ``mant << exp ≈ round(values)``.
+    """
+    target = np.round(np.asarray(values, np.float64))
+    peak = float(np.max(np.abs(target))) if target.size else 0.0
+    exp = 0
+    while peak / (1 << exp) > BIAS_MANT_MAX and exp < BIAS_EXP_MAX:
+        exp += 1
+    if peak / (1 << exp) > BIAS_MANT_MAX:
+        raise LoihiRangeError(
+            f"bias of magnitude {peak:.0f} (in voltage units) exceeds Loihi's range even with "
+            f"bias_exp={BIAS_EXP_MAX}; retrain with weight decay or a smaller bias"
+        )
+    mant = np.round(target / (1 << exp)).astype(np.int64)
+    return mant, exp
+
+
+def decay_from_factor(keep: float) -> int:
+    """12-bit decay constant d such that ``x·(4096 − d)/4096 ≈ keep·x``."""
+    d = int(round((1.0 - keep) * DECAY_UNITY))
+    if not 0 <= d < DECAY_UNITY:
+        raise LoihiRangeError(
+            f"leak factor {keep} maps to decay {d}, outside Loihi's 12-bit range; "
+            "use 0 < tau"
+        )
+    return d

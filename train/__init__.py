@@ -1,0 +1,1 @@
+"""Spiking models in PyTorch: surrogate-gradient training and a Loihi-integer deploy mode."""

@@ -1,0 +1,1 @@
+"""Pure spiking steps ``(x, state, params) -> (out, state)`` with NamedTuple state."""

@@ -1,0 +1,204 @@
+"""Surrogate-gradient training with AdamW and a cosine schedule, on one process or under torchrun.
+
+The loss is cross-entropy on the output layer's spike counts over the T steps:
+the same quantity whose argmax is the class on Loihi (DESIGN.md §3.6), so the
+objective and the deployed readout agree.
+
+Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` set) the trainer runs
+data-parallel with the gloo backend: each rank takes a strided shard of every
+shuffled epoch and gradients are averaged by DDP. Only rank 0 writes files and
+draws progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lrfdyn.errors import ValidationError
+from lrfdyn.io import write_json
+from lrfdyn.train.checkpoint import load_checkpoint, save_checkpoint
+from lrfdyn.train.data import Dataset, load_dataset
+from lrfdyn.train.models import build_model
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. ``model`` is the architecture's own config."""
+
+    data: str = "digits"
+    data_dir: str | None = None
+    arch: str = "mlp"
+    model: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    seed: int = 0
+    logit_scale: float = 1.0
+    out: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValidationError(
+                f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}: "
+                "all must be positive"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValidationError(
+                f"unknown training config keys {unknown}; valid keys are {sorted(names)}"
+            )
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    float_accuracy: float
+    history: list[dict[str, float]]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator training touches; CPU runs are then bitwise repeatable."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def images_to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """8-bit images to the float model's input range [0, 1] (direct encoding)."""
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32) / 255.0
+
+
+def output_counts(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Spike counts of the output layer over the T steps, shape (B, classes)."""
+    out, _ = model(images)
+    return out.sum(0)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class predictions: argmax of output spike counts, ties to the lowest index."""
+    model.eval()
+    preds = [
+        output_counts(model, images_to_float(x[i : i + batch_size])).argmax(1)
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(preds).numpy()
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    return float((predict(model, x) == y).mean())
+
+
+class _Distributed:
+    """Rank and world size under torchrun; a single process otherwise."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``cfg.arch`` on ``cfg.data``; write ``checkpoint.pt`` every epoch into ``cfg.out``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    ddp = _Distributed()
+    seed_everything(cfg.seed)
+    data: Dataset = load_dataset(cfg.data, cfg.data_dir, seed=cfg.seed)
+    model_cfg = {"in_features": int(np.prod(data.image_shape)), "num_classes": data.num_classes}
+    model_cfg = {**model_cfg, **cfg.model} if cfg.arch == "mlp" else dict(cfg.model)
+    model = build_model(cfg.arch, model_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(data.x_train) / (cfg.batch_size * ddp.world))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    history: list[dict[str, float]] = []
+    start = 0
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        model.load_state_dict(ckpt.state_dict)
+        opt.load_state_dict(ckpt.extra["optimizer"])
+        sched.load_state_dict(ckpt.extra["scheduler"])
+        history = list(ckpt.extra.get("history", []))
+        start = int(ckpt.extra["epoch"])
+        torch.set_rng_state(ckpt.extra["rng"])
+    net = ddp.wrap(model)
+    if ddp.is_main:
+        write_json(out / "train_config.json", dataclasses.asdict(cfg))
+    x_all = images_to_float(data.x_train)
+    y_all = torch.as_tensor(data.y_train)
+    loss_fn = nn.CrossEntropyLoss()
+
+    bar = Progress(
+        TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.3f}"),
+        TimeRemainingColumn(),
+        disable=not (progress and ddp.is_main),
+    )
+    with bar:
+        task = bar.add_task("train", total=(cfg.epochs - start) * steps_per_epoch,
+                            epoch=start + 1, loss=float("nan"), acc=float("nan"))
+        for epoch in range(start, cfg.epochs):
+            net.train()
+            order = torch.randperm(len(x_all))[ddp.rank :: ddp.world]
+            total, correct, loss_sum = 0, 0, 0.0
+            for i in range(0, len(order), cfg.batch_size):
+                idx = order[i : i + cfg.batch_size]
+                counts = output_counts(net, x_all[idx])
+                loss = loss_fn(counts * cfg.logit_scale, y_all[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += len(idx)
+                correct += int((counts.argmax(1) == y_all[idx]).sum())
+                loss_sum += float(loss.detach()) * len(idx)
+                bar.update(task, advance=1, epoch=epoch + 1, loss=loss_sum / total,
+                           acc=correct / total)
+            # Pad the step count when this rank's shard had fewer batches.
+            bar.update(task, completed=(epoch + 1 - start) * steps_per_epoch)
+            record = {"epoch": epoch + 1, "loss": loss_sum / total, "train_acc": correct / total}
+            if ddp.is_main:
+                record["test_acc"] = accuracy(model, data.x_test, data.y_test)
+                history.append(record)
+                save_checkpoint(
+                    ckpt_path, model, cfg.arch, epoch=epoch + 1, optimizer=opt.state_dict(),
+                    scheduler=sched.state_dict(), history=history, rng=torch.get_rng_state(),
+                    data=cfg.data, seed=cfg.seed,
+                )
+    ddp.close()
+    final = history[-1]["test_acc"] if history else accuracy(model, data.x_test, data.y_test)
+    return TrainResult(checkpoint=ckpt_path, float_accuracy=final, history=history)

@@ -87,7 +87,8 @@ def _linear(g: GraphBuilder, m: nn.Linear, name: str, src: str) -> str:
 def _lif(g: GraphBuilder, m: LIF, name: str, src: str) -> str:
     n = _output_size(g, src)
     node = nir.LIF(
-        tau=np.full(n, tau_to_seconds(m.p.tau, DT), np.float32),
+        # float64: a float32 2e-3 would read back as 2.0000001 steps.
+        tau=np.full(n, tau_to_seconds(m.p.tau, DT), np.float64),
         r=np.ones(n, np.float32),
         v_leak=np.zeros(n, np.float32),
         v_threshold=np.full(n, m.p.v_th, np.float32),

@@ -13,9 +13,11 @@ from torch import nn
 
 from lrfdyn.errors import ValidationError
 from lrfdyn.train.models.mlp import MLPConfig, SpikingMLP
+from lrfdyn.train.models.spikformer import Spikformer, SpikformerConfig
 
 ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
     "mlp": (MLPConfig, SpikingMLP),
+    "spikformer": (SpikformerConfig, Spikformer),
 }
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from lrfdyn.cli import main
+
+sys.exit(main())

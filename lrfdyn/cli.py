@@ -1,0 +1,242 @@
+"""``lrfdyn``: train | export | simulate | deploy | demo.
+
+Each command is one handler in :data:`COMMANDS`: it parses its arguments, calls
+one library function and prints (a human summary, or JSON with ``--json``).
+User errors (:class:`~lrfdyn.errors.LrfdynError`) print one line and exit 2;
+``--debug`` shows their traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lrfdyn.errors import LrfdynError
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {}
+
+
+def command(name: str, help_text: str) -> Callable[[Callable], Callable]:
+    def deco(fn: Callable) -> Callable:
+        COMMANDS[name] = (fn.add_arguments, fn, help_text)  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+def _args(adder: Callable[[argparse.ArgumentParser], None]) -> Callable[[Callable], Callable]:
+    def deco(fn: Callable) -> Callable:
+        fn.add_arguments = adder  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# ---------------------------------------------------------------- train
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML or JSON training config; flags override it")
+    p.add_argument("--data", choices=["digits", "mnist5k", "mnist", "cifar10", "cifar100"])
+    p.add_argument("--data-dir", help="folder holding the data set's standard files")
+    p.add_argument("--arch", help="architecture (default: mlp)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="output folder (checkpoint.pt, metrics.json)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+
+@command("train", "train a spiking network; report float and Loihi-integer accuracy")
+@_args(_train_args)
+def cmd_train(a: argparse.Namespace) -> int:
+    from lrfdyn.io import write_json
+    from lrfdyn.pipeline import checkpoint_to_nir, quantized_accuracy
+    from lrfdyn.train.trainer import TrainConfig, train
+
+    cfg_dict: dict[str, Any] = _read_config(a.config) if a.config else {}
+    for key in ("data", "data_dir", "arch", "epochs", "seed", "out"):
+        if getattr(a, key) is not None:
+            cfg_dict[key] = getattr(a, key)
+    cfg = TrainConfig.from_dict(cfg_dict)
+    result = train(cfg, resume=a.resume, progress=not a.json)
+    q_acc = quantized_accuracy(checkpoint_to_nir(result.checkpoint), cfg.data, cfg.data_dir,
+                               cfg.seed)
+    metrics = {"checkpoint": str(result.checkpoint), "float_accuracy": result.float_accuracy,
+               "quantized_accuracy": q_acc, "epochs": cfg.epochs}
+    write_json(Path(cfg.out) / "metrics.json", metrics)
+    if a.json:
+        _print_json(metrics)
+    else:
+        print(f"checkpoint          {result.checkpoint}")
+        print(f"float accuracy      {100 * result.float_accuracy:.2f} %")
+        print(f"Loihi-int accuracy  {100 * q_acc:.2f} % (integer reference)")
+    return 0
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    from lrfdyn.errors import ValidationError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValidationError(f"{p}: no such config file")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # yaml and json raise different types
+        raise ValidationError(f"{p}: cannot parse config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValidationError(f"{p}: a config must be a mapping of keys to values")
+    return data
+
+
+# ---------------------------------------------------------------- export
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint.pt written by `lrfdyn train`")
+    p.add_argument("-o", "--output", required=True, help="output file (.nir or .h5)")
+    p.add_argument("--format", default="nir", choices=["nir", "netx"],
+                   help="nir (default) or lava-dl netx HDF5")
+
+
+@command("export", "write a checkpoint's network as NIR (or lava-dl netx HDF5)")
+@_args(_export_args)
+def cmd_export(a: argparse.Namespace) -> int:
+    from lrfdyn.pipeline import export
+
+    info = export(a.checkpoint, a.output, a.format)
+    if a.json:
+        _print_json(info)
+    else:
+        print(f"wrote {info['path']} ({info['format']}, {info['nodes']} nodes, "
+              f"{info['seconds']:.2f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------- simulate
+
+
+def _simulate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("nir_file", help="NIR graph written by `lrfdyn export`")
+    p.add_argument("--data", help="data set (default: the one the model was trained on)")
+    p.add_argument("--data-dir")
+    p.add_argument("--samples", type=int, default=100, help="test samples to run (default 100)")
+    p.add_argument("--no-lava", action="store_true",
+                   help="run only the integer reference (counts without Lava)")
+    p.add_argument("--report", help="also write the JSON report to this file")
+
+
+@command("simulate", "run a NIR graph on Lava fixed_pt and check it spike by spike")
+@_args(_simulate_args)
+def cmd_simulate(a: argparse.Namespace) -> int:
+    from lrfdyn.io import write_json
+    from lrfdyn.pipeline import run_simulation
+
+    report = run_simulation(a.nir_file, data=a.data, data_dir=a.data_dir, samples=a.samples,
+                            use_lava=not a.no_lava, progress=not a.json)
+    if a.report:
+        write_json(a.report, report.to_dict())
+    if a.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.summary())
+    return 0 if report.mismatches == 0 else 1
+
+
+# ---------------------------------------------------------------- deploy
+
+
+def _deploy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("nir_file")
+
+
+@command("deploy", "run on Loihi 2 hardware (needs lava-loihi and a Loihi 2 system)")
+@_args(_deploy_args)
+def cmd_deploy(a: argparse.Namespace) -> int:
+    from lrfdyn.loihi.hardware import require_loihi2
+
+    require_loihi2()
+    raise LrfdynError(
+        "Loihi 2 was detected, but hardware runs are not implemented yet; "
+        "use `lrfdyn simulate` meanwhile"
+    )
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=15)
+
+
+@command("demo", "train on digits, export to NIR, run on Lava, check every spike")
+@_args(_demo_args)
+def cmd_demo(a: argparse.Namespace) -> int:
+    from lrfdyn.pipeline import demo
+
+    res = demo(a.out, samples=a.samples, epochs=a.epochs, progress=not a.json)
+    r = res.report
+    if a.json:
+        _print_json({"float_accuracy": res.float_accuracy,
+                     "quantized_accuracy": res.quantized_accuracy, **r.to_dict()})
+        return 0 if r.mismatches == 0 else 1
+    print()
+    print("lrfdyn demo: spiking MLP on scikit-learn digits (8x8), T = "
+          f"{r.timesteps}, direct 8-bit input")
+    print(f"trained in {res.train_seconds:.0f} s -> {res.checkpoint}; NIR -> {res.nir_path}")
+    print(f"float accuracy (360 test)      {100 * res.float_accuracy:.2f} %")
+    print(f"Loihi-int accuracy (360 test)  {100 * res.quantized_accuracy:.2f} %")
+    print(f"--- Lava fixed_pt vs integer reference, first {r.samples} test samples ---")
+    print(r.summary())
+    verdict = "PASS" if r.mismatches == 0 and r.predictions_equal else "FAIL"
+    print(f"{verdict}: {r.mismatches} spike mismatches; report {Path(a.out) / 'report.json'}")
+    return 0 if verdict == "PASS" else 1
+
+
+# ---------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lrfdyn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (adder, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        adder(p)
+        p.add_argument("--json", action="store_true", help="print a machine-readable result")
+        p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _, handler, _ = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except LrfdynError as exc:
+        if args.debug:
+            raise
+        print(f"lrfdyn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lrfdyn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

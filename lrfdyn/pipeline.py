@@ -1,0 +1,148 @@
+"""The workflow steps the CLI runs, each one library call: export, simulate, demo.
+
+This is the only module that sees both sides of the NIR contract: it calls the
+PyTorch side (train, export) and the Lava side (loihi, sim), and passes only a
+NIR graph between them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+
+from lrfdyn.errors import ValidationError
+from lrfdyn.export.from_nir import run_float
+from lrfdyn.export.to_nir import model_to_nir, write_nir
+from lrfdyn.io import write_json
+from lrfdyn.loihi.lower import lower
+from lrfdyn.sim.reference import readout, run_reference
+from lrfdyn.sim.report import SimReport
+from lrfdyn.sim.simulate import read_graph, simulate
+from lrfdyn.train.checkpoint import load_checkpoint
+from lrfdyn.train.data import load_dataset
+
+EXPORT_FORMATS = ("nir", "netx")
+
+
+def checkpoint_to_nir(checkpoint: str | os.PathLike[str]) -> nir.NIRGraph:
+    """Load a checkpoint and build its NIR graph (in memory)."""
+    ckpt = load_checkpoint(checkpoint)
+    model = ckpt.build()
+    data_name = str(ckpt.extra.get("data", "digits"))
+    shape = _image_shape(data_name, ckpt.config)
+    graph = model_to_nir(model, shape, int(ckpt.config["timesteps"]))
+    graph.metadata["dataset"] = data_name
+    graph.metadata["seed"] = int(ckpt.extra.get("seed", 0))
+    return graph
+
+
+def _image_shape(data_name: str, config: dict[str, Any]) -> tuple[int, ...]:
+    shapes = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist": (1, 28, 28),
+              "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+    if data_name not in shapes:
+        raise ValidationError(f"checkpoint names unknown data set {data_name!r}")
+    return shapes[data_name]
+
+
+def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
+           fmt: str = "nir") -> dict[str, Any]:
+    """``lrfdyn export``: write the checkpoint's network as NIR (or lava-dl netx HDF5)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValidationError(f"unknown export format {fmt!r}; choose one of {EXPORT_FORMATS}")
+    t0 = time.perf_counter()
+    graph = checkpoint_to_nir(checkpoint)
+    if fmt == "nir":
+        path = write_nir(graph, out)
+    else:
+        from lrfdyn.export.netx import write_netx
+
+        path = write_netx(lower(graph), out)
+    return {"path": str(path), "format": fmt, "nodes": len(graph.nodes),
+            "edges": len(graph.edges), "seconds": time.perf_counter() - t0}
+
+
+def held_out_samples(graph: nir.NIRGraph, data: str | None, data_dir: str | None,
+                 samples: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``samples`` test images (8-bit) and labels of the graph's data set."""
+    name = data or str(graph.metadata.get("dataset", "digits"))
+    ds = load_dataset(name, data_dir, seed=int(graph.metadata.get("seed", 0)))
+    n = min(samples, len(ds.x_test))
+    if n < 1:
+        raise ValidationError(f"--samples must be at least 1, got {samples}")
+    return ds.x_test[:n], ds.y_test[:n], name
+
+
+@contextmanager
+def _progress(label: str, total: int, enabled: bool) -> Iterator[Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeRemainingColumn
+
+    bar = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), disable=not enabled)
+    with bar:
+        task = bar.add_task(label, total=total)
+        yield lambda _i: bar.advance(task)
+
+
+def run_simulation(nir_path: str | os.PathLike[str], *, data: str | None = None,
+                   data_dir: str | None = None, samples: int = 100, use_lava: bool = True,
+                   progress: bool = True) -> SimReport:
+    """``lrfdyn simulate``: lower, run on Lava and the reference, compare every spike."""
+    t0 = time.perf_counter()
+    graph = read_graph(nir_path)
+    net = lower(graph)
+    lower_s = time.perf_counter() - t0
+    images, labels, _ = held_out_samples(graph, data, data_dir, samples)
+    float_pred = run_float(graph, images).sum(axis=1).argmax(axis=1)
+    x = images.reshape(len(images), -1).astype(np.int64)
+    with _progress("Lava fixed_pt", len(x), progress and use_lava) as tick:
+        report = simulate(net, x, labels, use_lava=use_lava, float_predictions=float_pred,
+                          on_sample=tick)
+    report.timings["read_and_lower_s"] = lower_s
+    return report
+
+
+def quantized_accuracy(graph: nir.NIRGraph, data: str, data_dir: str | None,
+                       seed: int) -> float:
+    """Test accuracy of the Loihi-integer network (integer reference, all test samples)."""
+    ds = load_dataset(data, data_dir, seed=seed)
+    net = lower(graph)
+    x = ds.x_test.reshape(len(ds.x_test), -1).astype(np.int64)
+    spikes = run_reference(net, x)
+    return float((readout(spikes[net.output], net.input.timesteps) == ds.y_test).mean())
+
+
+@dataclass
+class DemoResult:
+    checkpoint: Path
+    nir_path: Path
+    train_seconds: float
+    float_accuracy: float
+    quantized_accuracy: float
+    report: SimReport
+
+
+def demo(out: str | os.PathLike[str], *, samples: int = 100, epochs: int = 15,
+         progress: bool = True) -> DemoResult:
+    """Train the spiking MLP on digits, export to NIR, run 100 test samples on Lava."""
+    from lrfdyn.train.trainer import TrainConfig, train
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    result = train(TrainConfig(data="digits", arch="mlp", epochs=epochs, out=str(out)),
+                   progress=progress)
+    train_s = time.perf_counter() - t0
+    graph = checkpoint_to_nir(result.checkpoint)
+    nir_path = write_nir(graph, out / "model.nir")
+    q_acc = quantized_accuracy(graph, "digits", None, 0)
+    report = run_simulation(nir_path, samples=samples, progress=progress)
+    write_json(out / "report.json", report.to_dict())
+    return DemoResult(result.checkpoint, nir_path, train_s, result.float_accuracy, q_acc, report)

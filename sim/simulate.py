@@ -1,0 +1,121 @@
+"""``lrfdyn simulate``: lower a NIR file, run it on Lava and on the reference, compare, count."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nir
+import numpy as np
+
+from lrfdyn.errors import NIRFileError, ValidationError
+from lrfdyn.loihi.lower import LoweredNetwork, lower
+from lrfdyn.sim.reference import readout, run_reference
+from lrfdyn.sim.report import (
+    LayerStats,
+    SimReport,
+    count_synops,
+    first_mismatches,
+    memory_bits,
+)
+
+
+def read_graph(path: str | os.PathLike[str]) -> nir.NIRGraph:
+    """Read a NIR file, turning every way it can be unreadable into one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise NIRFileError(f"{path}: no such NIR file; write one with `lrfdyn export`")
+    try:
+        graph = nir.read(path)
+    except Exception as exc:  # h5py and nir raise many types for a bad file
+        raise NIRFileError(
+            f"{path}: not a readable NIR file ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0][:120] if str(exc).strip() else 'no detail'}); "
+            "re-export it with `lrfdyn export`"
+        ) from exc
+    if not isinstance(graph, nir.NIRGraph):
+        raise NIRFileError(f"{path}: holds a single {type(graph).__name__}, not a NIR graph")
+    return graph
+
+
+def simulate(
+    net: LoweredNetwork,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    use_lava: bool = True,
+    float_predictions: np.ndarray | None = None,
+    on_sample: Callable[[int], None] | None = None,
+) -> SimReport:
+    """Run integer samples ``x`` (N, input_size) with labels ``y``; compare layer by layer.
+
+    With ``use_lava=False`` only the reference runs (for counting without Lava).
+    """
+    x = np.asarray(x, np.int64)
+    if x.ndim != 2 or x.shape[1] != net.input.size:
+        raise ValidationError(
+            f"samples have shape {x.shape[1:]}, but the network's input has {net.input.size} "
+            "values; pick the data set the model was trained on (--data)"
+        )
+    steps = net.steps_per_sample()
+    t_in = net.input.timesteps
+    t0 = time.perf_counter()
+    ref = run_reference(net, x, steps)
+    ref_s = time.perf_counter() - t0
+    ref_pred = readout(ref[net.output], t_in)
+    timings = {"reference_s": ref_s}
+    lava_pred = None
+    counts = {g: 0 for g in net.groups}
+    first = None
+    if use_lava:
+        from lrfdyn.sim.lava_run import run_lava
+
+        run = run_lava(net, x, on_sample=on_sample)
+        counts, first = first_mismatches(run.spikes, ref, net)
+        lat = net.latency
+        lava_pred = run.spikes[net.output][:, lat : lat + t_in].sum(axis=1).argmax(axis=1)
+        timings.update({
+            "first_sample_incl_compile_s": run.compile_s,
+            "run_s": run.run_s,
+            "samples_per_s": (len(x) - 1) / run.run_s if len(x) > 1 and run.run_s else 0.0,
+        })
+    synops = count_synops(net, ref, x, t_in)
+    state_bits, syn_bits = memory_bits(net)
+    layers = [
+        LayerStats(
+            name=g, neurons=grp.size, spikes=int(ref[g][:, :t_in].sum()),
+            firing_rate=float(ref[g][:, :t_in].mean()), synops_in=synops[g],
+            mismatches=counts[g],
+        )
+        for g, grp in net.groups.items()
+    ]
+    n_neurons = sum(grp.size for grp in net.groups.values())
+    total_synops = sum(synops.values())
+    return SimReport(
+        samples=len(x),
+        timesteps=t_in,
+        latency=net.latency,
+        mismatches=sum(counts.values()),
+        lava_accuracy=None if lava_pred is None else float((lava_pred == y).mean()),
+        reference_accuracy=float((ref_pred == y).mean()),
+        float_accuracy=(None if float_predictions is None
+                        else float((np.asarray(float_predictions) == y).mean())),
+        predictions_equal=None if lava_pred is None else bool((lava_pred == ref_pred).all()),
+        synops=total_synops,
+        synops_per_sample=total_synops / max(len(x), 1),
+        neurons=n_neurons,
+        neuron_updates=n_neurons * t_in * len(x),
+        state_memory_bits=state_bits,
+        synaptic_memory_bits=syn_bits,
+        layers=layers,
+        first_mismatch=first,
+        timings=timings,
+        quantization=net.quantization_report(),
+    )
+
+
+def load_and_lower(path: str | os.PathLike[str]) -> tuple[nir.NIRGraph, LoweredNetwork]:
+    graph = read_graph(path)
+    return graph, lower(graph)

@@ -1,0 +1,140 @@
+"""Spike-exactness of lowered networks on real Lava, layer by layer, and what the report counts."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import nir
+import numpy as np
+import pytest
+
+from lrfdyn.errors import LavaRunError
+from lrfdyn.loihi.lower import BIAS_SOURCE, lower
+from lrfdyn.sim.lava_run import run_lava
+from lrfdyn.sim.reference import run_reference
+from lrfdyn.sim.report import count_synops, first_mismatches
+from lrfdyn.sim.simulate import read_graph, simulate
+
+T = 6
+
+
+def lif(n: int, tau_steps: float = 2.0, v_th: float = 1.0) -> nir.LIF:
+    return nir.LIF(tau=np.full(n, tau_steps * 1e-3), r=np.ones(n), v_leak=np.zeros(n),
+                   v_threshold=np.full(n, v_th), v_reset=np.zeros(n))
+
+
+def shortcut_graph(seed: int = 0) -> nir.NIRGraph:
+    """input → A1 → L1 → A2 → L2 with a shortcut input → A3 → L2, and non-zero biases.
+
+    L2 is reached after 1 synapse (shortcut) and after 2 (main path), so lowering must
+    delay the shortcut by one step; the biases must arrive with the first input.
+    """
+    rng = np.random.default_rng(seed)
+    n_in, n1, n2 = 12, 10, 6
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([n_in])}),
+        "a1": nir.Affine(weight=rng.normal(0, 1.2, (n1, n_in)), bias=rng.normal(0.3, 0.3, n1)),
+        "l1": lif(n1),
+        "a2": nir.Affine(weight=rng.normal(0.2, 1.0, (n2, n1)), bias=rng.normal(0, 0.4, n2)),
+        "a3": nir.Linear(weight=rng.normal(0, 0.8, (n2, n_in))),
+        "l2": lif(n2, tau_steps=4.0),
+        "output": nir.Output(output_type={"output": np.array([n2])}),
+    }
+    edges = [("input", "a1"), ("a1", "l1"), ("l1", "a2"), ("a2", "l2"), ("input", "a3"),
+             ("a3", "l2"), ("l2", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={
+        "dt": 1e-3, "timesteps": T, "input_levels": 255})
+
+
+def test_mlp_is_spike_exact_on_lava(digits_run) -> None:
+    from lrfdyn.train.data import load_dataset
+
+    net = lower(read_graph(digits_run / "model.nir"))
+    ds = load_dataset("digits")
+    x = ds.x_test[:6].reshape(6, -1)
+    report = simulate(net, x, ds.y_test[:6])
+    assert report.mismatches == 0, report.first_mismatch
+    assert report.predictions_equal and report.lava_accuracy == report.reference_accuracy
+    # Non-vacuous: every layer spiked.
+    assert all(layer.spikes > 0 for layer in report.layers), report.layers
+
+
+def test_shortcut_delay_and_bias_are_spike_exact() -> None:
+    net = lower(shortcut_graph())
+    delays = {s.name: s.delay for s in net.synapses}
+    assert delays["a3"] == 1 and delays["a1"] == 0 and delays["a2"] == 0
+    assert delays["l2.bias"] == net.groups["l2"].latency - 1 == 1
+    assert any(s.src == BIAS_SOURCE for s in net.synapses)
+    x = np.random.default_rng(1).integers(0, 256, (5, 12))
+    run = run_lava(net, x)
+    ref = run_reference(net, x, net.steps_per_sample())
+    counts, first = first_mismatches(run.spikes, ref, net)
+    assert first is None, first
+    assert all(ref[g].sum() > 0 for g in net.groups), "a layer never spiked"
+
+
+def test_reset_between_samples_equals_a_fresh_network() -> None:
+    net = lower(shortcut_graph(seed=3))
+    x = np.random.default_rng(2).integers(0, 256, (3, 12))
+    together = run_lava(net, x).spikes
+    alone = run_lava(net, x[2:]).spikes
+    for g in net.groups:
+        assert np.array_equal(together[g][2], alone[g][0]), g
+
+
+def test_a_real_disagreement_is_named_by_layer_sample_step_neuron() -> None:
+    graph = shortcut_graph(seed=4)
+    net = lower(graph)
+    x = np.random.default_rng(5).integers(0, 256, (2, 12))
+    run = run_lava(net, x)
+    # A reference of a slightly different network (one weight of l1's input changed).
+    other = lower(graph)
+    other.synapses[0].weights[0] = -other.synapses[0].weights[0]
+    ref = run_reference(other, x, net.steps_per_sample())
+    counts, first = first_mismatches(run.spikes, ref, net)
+    assert first is not None and first.layer == "l1" and first.neuron == 0
+    assert counts["l1"] > 0 and first.lava != first.reference
+
+
+def test_lava_failure_is_one_error_and_leaves_no_process() -> None:
+    net = lower(shortcut_graph())
+    # A real Lava compile failure: no ProcessModel carries this tag.
+    with pytest.raises(LavaRunError, match="Lava failed on sample 0: AssertionError.*no_such_tag"):
+        run_lava(net, np.zeros((1, 12), np.int64), select_tag="no_such_tag")
+    assert multiprocessing.active_children() == []
+
+
+def test_lowering_refuses_what_lava_would_fail_on_at_run_time() -> None:
+    # Lava 0.10's runtime hangs when a ProcessModel raises mid-run (DelayDense with a
+    # delay > 63 does), so lowering must catch such values before Lava sees them.
+    from lrfdyn.errors import ValidationError
+    from lrfdyn.loihi.lower import SynapseSpec
+
+    with pytest.raises(ValidationError, match="delay 64 exceeds Loihi's maximum 63"):
+        SynapseSpec(name="s", src="a", dst="b", weights=np.zeros((2, 2), np.int64),
+                    weight_exp=0, delay=64)
+
+
+def test_synops_equal_a_hand_count() -> None:
+    """2 graded inputs → 3 neurons → 2 neurons, counted by hand."""
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2])}),
+        "a": nir.Linear(weight=np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])),
+        "l": lif(3, v_th=0.001),
+        "b": nir.Linear(weight=np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])),
+        "m": lif(2),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    edges = [("input", "a"), ("a", "l"), ("l", "b"), ("b", "m"), ("m", "output")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges,
+                         metadata={"dt": 1e-3, "timesteps": 4, "input_levels": 255})
+    net = lower(graph)
+    x = np.array([[200, 0], [0, 0]])
+    spikes = run_reference(net, x)
+    per_group = count_synops(net, spikes, x, 4)
+    # Input 0 is non-zero in sample 0 only, at 4 steps, fan-out 2 (neurons 0 and 1).
+    assert per_group["l"] == 4 * 2
+    # Each spike of l's neuron j costs the non-zero weights in column j of b: [1, 2, 1].
+    l_counts = spikes["l"][:, :4].sum(axis=(0, 1))
+    assert l_counts[0] > 0 and l_counts[1] > 0 and l_counts[2] == 0
+    assert per_group["m"] == int(l_counts @ np.array([1, 2, 1]))

@@ -38,7 +38,7 @@ from typing import Any
 import nir
 import numpy as np
 
-from lrfdyn.errors import UnsupportedNodeError, ValidationError
+from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError, ValidationError
 from lrfdyn.loihi import fixed
 
 #: Lowering format version, recorded in reports.
@@ -375,7 +375,7 @@ def _quantize_group(
         if peak > 0:
             vth = min(vth, math.floor(fixed.WEIGHT_MAX * theta * levels * 2.0**exp / peak))
     if vth < 1:
-        raise UnsupportedNodeError(
+        raise LoihiRangeError(
             f"{name}: weights are too large relative to the threshold for 8-bit Loihi "
             "weights; retrain with weight decay or a larger threshold"
         )

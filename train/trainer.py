@@ -29,7 +29,7 @@ from lrfdyn.errors import ValidationError
 from lrfdyn.io import write_json
 from lrfdyn.train.checkpoint import load_checkpoint, save_checkpoint
 from lrfdyn.train.data import Dataset, load_dataset
-from lrfdyn.train.models import build_model
+from lrfdyn.train.models import ARCHITECTURES, build_model
 
 
 @dataclass
@@ -129,6 +129,16 @@ class _Distributed:
             dist.destroy_process_group()
 
 
+def data_defaults(arch: str, data: Dataset) -> dict[str, Any]:
+    """The model config keys a data set determines, for those the architecture has."""
+    c, h, w = data.image_shape
+    known = {"in_features": c * h * w, "num_classes": data.num_classes, "img_size": h,
+             "in_channels": c}
+    names = {f.name for f in dataclasses.fields(ARCHITECTURES[arch][0])} if arch in \
+        ARCHITECTURES else set()
+    return {k: v for k, v in known.items() if k in names}
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``cfg.arch`` on ``cfg.data``; write ``checkpoint.pt`` every epoch into ``cfg.out``."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -136,9 +146,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     ddp = _Distributed()
     seed_everything(cfg.seed)
     data: Dataset = load_dataset(cfg.data, cfg.data_dir, seed=cfg.seed)
-    model_cfg = {"in_features": int(np.prod(data.image_shape)), "num_classes": data.num_classes}
-    model_cfg = {**model_cfg, **cfg.model} if cfg.arch == "mlp" else dict(cfg.model)
-    model = build_model(cfg.arch, model_cfg)
+    model = build_model(cfg.arch, {**data_defaults(cfg.arch, data), **cfg.model})
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(data.x_train) / (cfg.batch_size * ddp.world))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)

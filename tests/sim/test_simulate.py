@@ -120,7 +120,7 @@ def test_synops_equal_a_hand_count() -> None:
     nodes = {
         "input": nir.Input(input_type={"input": np.array([2])}),
         "a": nir.Linear(weight=np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])),
-        "l": lif(3, v_th=0.001),
+        "l": lif(3, v_th=0.05),
         "b": nir.Linear(weight=np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])),
         "m": lif(2),
         "output": nir.Output(output_type={"output": np.array([2])}),

@@ -52,6 +52,37 @@ def affine_to_linear(node: nir.Affine) -> nn.Linear:
     return linear
 
 
+class Threshold(nn.Module):
+    """NIR Threshold, memoryless: ``z = H(x − θ)`` (spikes on equality, like the LIF)."""
+
+    def __init__(self, node: nir.Threshold) -> None:
+        super().__init__()
+        self.register_buffer("theta", torch.as_tensor(np.asarray(node.threshold, np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return spike_fn(x - self.theta)
+
+
+class Scale(nn.Module):
+    """NIR Scale: one factor per channel (leading axis) or per element."""
+
+    def __init__(self, node: nir.Scale) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(np.asarray(node.scale, np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.scale
+        if s.dim() == 1 and x.dim() > 2:  # per channel on (B, C, ...)
+            s = s.reshape(-1, *([1] * (x.dim() - 2)))
+        return x * s
+
+
+def flatten(node: nir.Flatten) -> nn.Flatten:
+    """NIR counts Flatten's dims without the batch axis; nirtorch 2.6 passes them to torch as is."""
+    end = node.end_dim if node.end_dim < 0 else node.end_dim + 1
+    return nn.Flatten(start_dim=node.start_dim + 1, end_dim=end)
+
+
 def nir_to_module(graph: nir.NIRGraph) -> nn.Module:
     """nirtorch GraphModule of ``graph``; call it once per time step with its state.
 
@@ -60,7 +91,13 @@ def nir_to_module(graph: nir.NIRGraph) -> nn.Module:
     the previous sequence's membrane potentials into the next one.
     """
     dt = float(graph.metadata.get("dt", 1.0))
-    node_map = {nir.LIF: lambda node: EulerLIF(node, dt), nir.Affine: affine_to_linear}
+    node_map = {
+        nir.LIF: lambda node: EulerLIF(node, dt),
+        nir.Affine: affine_to_linear,
+        nir.Threshold: Threshold,
+        nir.Scale: Scale,
+        nir.Flatten: flatten,
+    }
     return nirtorch.nir_to_torch(graph, node_map)
 
 
@@ -78,7 +115,7 @@ def run_float(graph: nir.NIRGraph, images: np.ndarray, batch_size: int = 256) ->
     outs = []
     for i in range(0, len(images), batch_size):
         x = torch.as_tensor(np.asarray(images[i : i + batch_size]), dtype=torch.float32)
-        x = x.reshape(len(x), -1) / levels
+        x = x / levels
         state = fresh_state(module)
         steps = []
         for _ in range(timesteps):

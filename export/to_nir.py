@@ -83,22 +83,27 @@ def _linear(g: GraphBuilder, m: nn.Linear, name: str, src: str) -> str:
     return g.add(name, nir.Affine(weight=weight, bias=bias), src)
 
 
+def lif_node(m: LIF, shape: tuple[int, ...]) -> nir.LIF:
+    """A Spikformer LIF layer of the given shape as a NIR LIF."""
+    return nir.LIF(
+        # float64: a float32 2e-3 would read back as 2.0000001 steps.
+        tau=np.full(shape, tau_to_seconds(m.p.tau, DT), np.float64),
+        r=np.ones(shape, np.float32),
+        v_leak=np.zeros(shape, np.float32),
+        v_threshold=np.full(shape, m.p.v_th, np.float32),
+        v_reset=np.zeros(shape, np.float32),
+    )
+
+
 @register(LIF)
 def _lif(g: GraphBuilder, m: LIF, name: str, src: str) -> str:
-    n = _output_size(g, src)
-    node = nir.LIF(
-        # float64: a float32 2e-3 would read back as 2.0000001 steps.
-        tau=np.full(n, tau_to_seconds(m.p.tau, DT), np.float64),
-        r=np.ones(n, np.float32),
-        v_leak=np.zeros(n, np.float32),
-        v_threshold=np.full(n, m.p.v_th, np.float32),
-        v_reset=np.zeros(n, np.float32),
-    )
-    return g.add(name, node, src)
+    return g.add(name, lif_node(m, (_output_size(g, src),)), src)
 
 
 @register(SpikingMLP)
 def _mlp(g: GraphBuilder, m: SpikingMLP, name: str, src: str) -> str:
+    shape = next(iter(g.nodes[src].output_type.values()))
+    src = g.add("flatten", nir.Flatten(input_type={"input": np.asarray(shape)}, start_dim=0), src)
     for child_name, child in m.layers.named_children():
         src = export_module(g, child, f"layers.{child_name}", src)
     return src
@@ -112,8 +117,7 @@ def _output_size(g: GraphBuilder, name: str) -> int:
 def model_to_nir(model: nn.Module, input_shape: tuple[int, ...], timesteps: int) -> nir.NIRGraph:
     """Build the NIR graph of ``model`` for inputs of ``input_shape`` (without batch)."""
     g = GraphBuilder()
-    flat = (int(np.prod(input_shape)),)
-    src = g.add("input", nir.Input(input_type={"input": np.array(flat)}))
+    src = g.add("input", nir.Input(input_type={"input": np.array(input_shape)}))
     last = export_module(g, model, "model", src)
     g.add("output", nir.Output(output_type={"output": np.array([_output_size(g, last)])}), last)
     graph = nir.NIRGraph(nodes=g.nodes, edges=g.edges, metadata={
@@ -130,3 +134,7 @@ def model_to_nir(model: nn.Module, input_shape: tuple[int, ...], timesteps: int)
 def write_nir(graph: nir.NIRGraph, path: str | os.PathLike[str]) -> Path:
     """Write ``graph`` atomically (NIR's writer picks the format from the suffix)."""
     return write_with(path, lambda tmp: nir.write(tmp, graph))
+
+
+# The transformer exporters register themselves into EXPORTERS on import.
+from lrfdyn.export import transformer as _transformer  # noqa: E402,F401

@@ -16,11 +16,12 @@ import numpy as np
 import lrfdyn.loihi.compat  # noqa: F401  (before any lava import)
 from lava.magma.core.process.process import AbstractProcess
 from lava.proc.dense.process import DelayDense, Dense
+from lava.proc.sparse.process import DelaySparse, Sparse
 from lava.proc.io.sink import RingBuffer as Sink
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIF
 
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
+from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, SynapseSpec
 
 
 @dataclass(eq=False)
@@ -73,10 +74,7 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
     }
     synapses: dict[str, AbstractProcess] = {}
     for s in net.synapses:
-        common = dict(weights=s.weights.astype(np.int32), weight_exp=s.weight_exp,
-                      num_message_bits=s.num_message_bits, name=s.name)
-        conn = (DelayDense(delays=np.full(s.weights.shape, s.delay, dtype=int), **common)
-                if s.delay else Dense(**common))
+        conn = _synapse_process(s)
         src_port = sources[s.src].s_out if s.src in sources else lifs[s.src].s_out
         src_port.connect(conn.s_in)
         conn.a_out.connect(lifs[s.dst].a_in)
@@ -86,6 +84,23 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
         sinks[name] = Sink(shape=(net.groups[name].size,), buffer=steps)
         lif.s_out.connect(sinks[name].a_in)
     return LavaNetwork(source, bias, lifs, synapses, sinks, steps)
+
+
+def _synapse_process(s: SynapseSpec) -> AbstractProcess:
+    """Dense or Sparse, with a delay variant where lowering padded the path."""
+    common = dict(weight_exp=s.weight_exp, num_message_bits=s.num_message_bits, name=s.name)
+    if s.is_sparse:
+        weights = s.weights.astype(np.int32).tocsr()
+        if s.delay:
+            delays = weights.astype(int)  # Lava insists on the platform int dtype here
+            delays.data[:] = s.delay
+            return DelaySparse(weights=weights, delays=delays, **common)
+        return Sparse(weights=weights, **common)
+    weights = np.asarray(s.weights, np.int32)
+    if s.delay:
+        return DelayDense(weights=weights, delays=np.full(weights.shape, s.delay, dtype=int),
+                          **common)
+    return Dense(weights=weights, **common)
 
 
 def reset_state(lava_net: LavaNetwork) -> None:

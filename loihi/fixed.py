@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from lrfdyn.errors import LoihiRangeError
 
@@ -172,13 +173,21 @@ def lif_step(
 # ---------------------------------------------------------------- synapses
 
 
-def dense_effective_weights(weights: np.ndarray) -> np.ndarray:
-    """The weights Lava's ``PyDenseModelBitAcc`` actually uses (8-bit clip, LSB truncation).
+def dense_effective_weights(weights: np.ndarray | sp.spmatrix) -> np.ndarray | sp.csr_matrix:
+    """The weights Lava's ``PyDenseModelBitAcc`` / ``PySparseModelBitAcc`` actually use.
 
-    The sign mode comes from the matrix itself, as in Lava: all >= 0 is excitatory,
-    all <= 0 inhibitory, anything else mixed (which costs the LSB).
+    8-bit clip and LSB truncation, with the sign mode taken from the matrix itself as
+    Lava does: all >= 0 is excitatory, all <= 0 inhibitory, anything else mixed (which
+    costs the LSB). A sparse matrix keeps its structure.
     """
-    w = np.asarray(weights).astype(np.int64)
+    if sp.issparse(weights):
+        mat = sp.csr_matrix(weights, dtype=np.int64, copy=True)
+        mat.data = _clip_truncate(mat.data)
+        return mat
+    return _clip_truncate(np.asarray(weights).astype(np.int64))
+
+
+def _clip_truncate(w: np.ndarray) -> np.ndarray:
     if w.size == 0 or w.min() >= 0:
         return np.clip(w, 0, (1 << WEIGHT_BITS) - 1)
     if w.max() <= 0:
@@ -186,14 +195,17 @@ def dense_effective_weights(weights: np.ndarray) -> np.ndarray:
     return (np.clip(w, WEIGHT_MIN, (1 << WEIGHT_BITS) - 1) >> 1) << 1
 
 
-def dense_accumulate(weights: np.ndarray, x: np.ndarray, weight_exp: int = 0) -> np.ndarray:
-    """Summed input of a Dense layer: ``shift(W·x, weight_exp)`` with effective weights.
+def dense_accumulate(
+    weights: np.ndarray | sp.spmatrix, x: np.ndarray, weight_exp: int = 0
+) -> np.ndarray:
+    """Summed input of a Dense or Sparse layer: ``shift(W·x, weight_exp)``, effective weights.
 
     ``x`` holds binary spikes or graded (integer) payloads, with the input axis last
     (a batch of vectors is allowed).
     """
     w = dense_effective_weights(weights)
-    return shift(np.asarray(x, dtype=np.int64) @ w.T, weight_exp)
+    x = np.asarray(x, dtype=np.int64)
+    return shift(np.asarray((w @ x.T).T, dtype=np.int64), weight_exp)
 
 
 # ---------------------------------------------------------------- quantization
@@ -210,37 +222,27 @@ class QuantizedWeights:
     meta: dict = field(default_factory=dict)
 
 
-def quantize_to_mantissa(values: np.ndarray, scale: float, exp: int = 0) -> QuantizedWeights:
+def quantize_to_mantissa(
+    values: np.ndarray | sp.spmatrix, scale: float, exp: int = 0
+) -> QuantizedWeights:
     """Round ``values·scale / 2^exp`` to even mantissas in [-256, 254], counting clips.
 
     Even mantissas are what a mixed-sign Dense keeps after Lava drops the LSB, so the
-    same integers mean the same thing in Dense and Conv (which keeps every bit).
+    same integers mean the same thing in Dense and Conv (which keeps every bit). A
+    sparse matrix stays sparse, and weights that round to zero leave it.
     """
+    if sp.issparse(values):
+        mat = sp.csr_matrix(values, dtype=np.float64, copy=True)
+        q = quantize_to_mantissa(mat.data, scale, exp)
+        mat.data = q.mant.astype(np.float64)
+        mat.eliminate_zeros()
+        return QuantizedWeights(mant=mat.astype(np.int64), exp=exp, scale=scale,
+                                clipped=q.clipped)
     raw = np.asarray(values, np.float64) * scale / (2.0**exp)
     mant = 2 * np.round(raw / 2.0)
     clipped = int(np.count_nonzero((mant < WEIGHT_MIN) | (mant > WEIGHT_MAX)))
     mant = np.clip(mant, WEIGHT_MIN, WEIGHT_MAX).astype(np.int64)
     return QuantizedWeights(mant=mant, exp=exp, scale=scale, clipped=clipped)
-
-
-def quantize_bias(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Split integer-unit biases into a 13-bit mantissa and a shared 3-bit exponent.
-
-    Returns:
-        ``(mant, exp)`` with ``mant << exp ≈ round(values)``.
-    """
-    target = np.round(np.asarray(values, np.float64))
-    peak = float(np.max(np.abs(target))) if target.size else 0.0
-    exp = 0
-    while peak / (1 << exp) > BIAS_MANT_MAX and exp < BIAS_EXP_MAX:
-        exp += 1
-    if peak / (1 << exp) > BIAS_MANT_MAX:
-        raise LoihiRangeError(
-            f"bias of magnitude {peak:.0f} (in voltage units) exceeds Loihi's range even with "
-            f"bias_exp={BIAS_EXP_MAX}; retrain with weight decay or a smaller bias"
-        )
-    mant = np.round(target / (1 << exp)).astype(np.int64)
-    return mant, exp
 
 
 def decay_from_factor(keep: float) -> int:

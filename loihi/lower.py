@@ -5,10 +5,12 @@ plus the wiring and the latency of every neuron group. :mod:`lrfdyn.loihi.build`
 turns it into Lava processes and :mod:`lrfdyn.sim.reference` runs it in numpy;
 both read the same object, so they cannot disagree about a parameter.
 
-Dispatch is by table. :data:`ROLES` maps each supported NIR node type to its
-role (input, synapse, neuron, output); :data:`SYNAPSE_LOWERINGS` and
-:data:`NEURON_LOWERINGS` map types to the functions that lower them. Every
-unsupported node in a graph is named in one error, not one at a time.
+Dispatch is by table. Linear node types are those of
+:data:`lrfdyn.loihi.linear.MATRIX_BUILDERS`; every chain or sum of linear nodes
+between neurons is composed into one synapse matrix per (source, target) pair.
+:data:`NEURON_LOWERINGS` maps neuron node types (LIF, Threshold) to their
+lowering. Every unsupported node in a graph is named in one error, not one at a
+time.
 
 Fixed-point mapping of a neuron group (one NIR ``LIF`` node, forward Euler with
 step dt, gain ``g = dt·r/tau``): the float voltage v becomes the integer
@@ -37,9 +39,11 @@ from typing import Any
 
 import nir
 import numpy as np
+import scipy.sparse as sp
 
 from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError, ValidationError
 from lrfdyn.loihi import fixed
+from lrfdyn.loihi.linear import MATRIX_BUILDERS, Expression, linear_map
 
 #: Lowering format version, recorded in reports.
 LOWERING_VERSION = 1
@@ -76,7 +80,7 @@ class SynapseSpec:
     name: str
     src: str
     dst: str
-    weights: np.ndarray  # (n_dst, n_src) int64, even, in [-256, 254]
+    weights: np.ndarray | sp.csr_matrix  # (n_dst, n_src) int64, even, in [-256, 254]
     weight_exp: int
     delay: int = 0
     num_message_bits: int = 0
@@ -87,10 +91,11 @@ class SynapseSpec:
         w = self.weights
         if w.ndim != 2:
             raise ValidationError(f"synapse {self.name}: weights must be 2-D, got {w.shape}")
-        if w.size and (w.min() < fixed.WEIGHT_MIN or w.max() > fixed.WEIGHT_MAX):
+        vals = w.data if sp.issparse(w) else w
+        if vals.size and (vals.min() < fixed.WEIGHT_MIN or vals.max() > fixed.WEIGHT_MAX):
             raise ValidationError(
-                f"synapse {self.name}: integer weights {w.min()}..{w.max()} exceed Loihi's "
-                f"8-bit range {fixed.WEIGHT_MIN}..{fixed.WEIGHT_MAX}"
+                f"synapse {self.name}: integer weights {vals.min()}..{vals.max()} exceed "
+                f"Loihi's 8-bit range {fixed.WEIGHT_MIN}..{fixed.WEIGHT_MAX}"
             )
         if not 0 <= self.delay <= fixed.MAX_DELAY:
             raise ValidationError(
@@ -101,7 +106,18 @@ class SynapseSpec:
     @property
     def fan_out(self) -> np.ndarray:
         """Non-zero synapses leaving each source neuron (what one spike costs)."""
+        if sp.issparse(self.weights):
+            return np.asarray((self.weights != 0).sum(axis=0)).ravel()
         return np.count_nonzero(self.weights, axis=0)
+
+    @property
+    def nnz(self) -> int:
+        """Stored non-zero weights."""
+        return int(self.fan_out.sum())
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.weights)
 
 
 @dataclass(eq=False)
@@ -112,6 +128,7 @@ class NeuronGroup:
     size: int
     params: fixed.LifParams
     latency: int = 0
+    shape: tuple[int, ...] = ()
     float_params: dict[str, float] = field(default_factory=dict)
 
 
@@ -153,39 +170,19 @@ class LoweredNetwork:
             g = self.groups[s.dst]
             rows.append({
                 "synapse": s.name, "src": s.src, "dst": s.dst, "shape": list(s.weights.shape),
-                "weight_exp": s.weight_exp, "weight_min": int(s.weights.min()),
-                "weight_max": int(s.weights.max()), "clipped": s.clipped, "delay": s.delay,
+                "weight_exp": s.weight_exp, "synapses": s.nnz,
+                "weight_min": int(s.weights.min()), "weight_max": int(s.weights.max()),
+                "clipped": s.clipped, "delay": s.delay,
                 "scale": s.scale, "vth": g.params.vth, "dv": g.params.dv,
             })
         return rows
 
 
-# ---------------------------------------------------------------- dispatch tables
+# ---------------------------------------------------------------- neuron lowerings
 
-#: Role of each supported NIR node type.
-ROLES: dict[type, str] = {
-    nir.Input: "input",
-    nir.Output: "output",
-    nir.Affine: "synapse",
-    nir.Linear: "synapse",
-    nir.LIF: "neuron",
-}
-
-#: float (weight, bias) of a synapse node; bias is None when the node has none.
-SynapseLowering = Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
-SYNAPSE_LOWERINGS: dict[type, SynapseLowering] = {}
-
-#: (gain g, keep factor, threshold, per-step float bias) of a neuron node.
+#: Gain, leak and threshold of a neuron node (forward Euler at the graph's dt).
 NeuronLowering = Callable[[Any, float, str], dict[str, Any]]
 NEURON_LOWERINGS: dict[type, NeuronLowering] = {}
-
-
-def register_synapse(node_type: type) -> Callable[[SynapseLowering], SynapseLowering]:
-    def deco(fn: SynapseLowering) -> SynapseLowering:
-        SYNAPSE_LOWERINGS[node_type] = fn
-        return fn
-
-    return deco
 
 
 def register_neuron(node_type: type) -> Callable[[NeuronLowering], NeuronLowering]:
@@ -194,16 +191,6 @@ def register_neuron(node_type: type) -> Callable[[NeuronLowering], NeuronLowerin
         return fn
 
     return deco
-
-
-@register_synapse(nir.Affine)
-def _affine(node: nir.Affine) -> tuple[np.ndarray, np.ndarray | None]:
-    return np.asarray(node.weight, np.float64), np.asarray(node.bias, np.float64)
-
-
-@register_synapse(nir.Linear)
-def _linear(node: nir.Linear) -> tuple[np.ndarray, np.ndarray | None]:
-    return np.asarray(node.weight, np.float64), None
 
 
 def _uniform(name: str, field_name: str, values: Any) -> float:
@@ -221,37 +208,68 @@ def _lif(node: nir.LIF, dt: float, name: str) -> dict[str, Any]:
     tau = _uniform(name, "tau", node.tau)
     r = _uniform(name, "r", node.r)
     if _uniform(name, "v_reset", node.v_reset) != 0.0:
-        raise UnsupportedNodeError(
-            f"{name}: v_reset != 0; Loihi's LIF resets the voltage to 0"
-        )
+        raise UnsupportedNodeError(f"{name}: v_reset != 0; Loihi's LIF resets the voltage to 0")
     if tau < dt:
         raise ValidationError(
             f"{name}: tau={tau} s is shorter than one step dt={dt} s; forward Euler is unstable"
         )
     gain = dt / tau
-    v_leak = np.asarray(node.v_leak, np.float64).ravel()
     return {
         "gain": gain * r,
-        "keep": 1.0 - gain,
+        "dv": fixed.decay_from_factor(1.0 - gain),
         "v_th": _uniform(name, "v_threshold", node.v_threshold),
-        "bias": gain * v_leak,
+        "bias": gain * np.asarray(node.v_leak, np.float64).ravel(),
         "tau_steps": tau / dt,
+        "memoryless": False,
+    }
+
+
+@register_neuron(nir.Threshold)
+def _threshold(node: nir.Threshold, dt: float, name: str) -> dict[str, Any]:
+    """A memoryless ``z = H(I − θ)``: a LIF whose v decays to 0 within one step.
+
+    With dv = 4095, v keeps ``|v| >> 12`` of its value, which is 0 while |v| < 4096;
+    quantization keeps every input below that bound (checked, not assumed).
+    """
+    return {
+        "gain": 1.0,
+        "dv": fixed.DECAY_UNITY - 1,
+        "v_th": _uniform(name, "threshold", node.threshold),
+        "bias": np.zeros(1),
+        "tau_steps": 0.0,
+        "memoryless": True,
     }
 
 
 # ---------------------------------------------------------------- graph walking
+
+_FIXED_ROLES = {nir.Input: "input", nir.Output: "output"}
+
+
+def _role(node: nir.NIRNode) -> str | None:
+    t = type(node)
+    if t in _FIXED_ROLES:
+        return _FIXED_ROLES[t]
+    if t in NEURON_LOWERINGS:
+        return "neuron"
+    if t in MATRIX_BUILDERS:
+        return "linear"
+    return None
+
+
+def supported_types() -> list[str]:
+    return sorted(t.__name__ for t in (*_FIXED_ROLES, *NEURON_LOWERINGS, *MATRIX_BUILDERS))
 
 
 def _check_supported(graph: nir.NIRGraph) -> None:
     bad = sorted({
         f"{type(node).__name__} ({name})"
         for name, node in graph.nodes.items()
-        if type(node) not in ROLES
+        if _role(node) is None
     })
     if bad:
         raise UnsupportedNodeError(
-            f"unsupported NIR node(s): {', '.join(bad)}; lrfdyn lowers "
-            f"{', '.join(sorted(t.__name__ for t in ROLES))}"
+            f"unsupported NIR node(s): {', '.join(bad)}; lrfdyn lowers {', '.join(supported_types())}"
         )
 
 
@@ -289,17 +307,22 @@ def _sole(items: list[str], what: str) -> str:
     return items[0]
 
 
+def _input_shape(node: nir.Input) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.atleast_1d(next(iter(node.input_type.values()))))
+
+
 def lower(graph: nir.NIRGraph) -> LoweredNetwork:
-    """Lower a feed-forward NIR graph of Affine/Linear synapses and LIF neurons.
+    """Lower a feed-forward NIR graph of linear nodes and LIF/Threshold neurons.
 
     Raises:
         UnsupportedNodeError: for node types, parameters or topologies Loihi cannot run,
             naming every offending node.
-        ValidationError: for malformed graphs (dangling edges, missing metadata).
+        LoihiRangeError: for values that do not fit Loihi's bit widths.
+        ValidationError: for malformed graphs (dangling edges, shapes, missing metadata).
     """
     _check_supported(graph)
     order = _topological(graph)
-    role = {n: ROLES[type(graph.nodes[n])] for n in graph.nodes}
+    role = {n: _role(graph.nodes[n]) for n in graph.nodes}
     preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges:
         preds[dst].append(src)
@@ -313,9 +336,9 @@ def lower(graph: nir.NIRGraph) -> LoweredNetwork:
     levels = int(meta.get("input_levels", 1))
 
     in_name = _sole([n for n in order if role[n] == "input"], "Input node")
-    in_node = graph.nodes[in_name]
-    in_size = int(np.prod(next(iter(in_node.input_type.values()))))
-    spec_in = InputSpec(name=in_name, size=in_size, levels=levels, timesteps=timesteps)
+    in_shape = _input_shape(graph.nodes[in_name])
+    spec_in = InputSpec(name=in_name, size=int(np.prod(in_shape)), levels=levels,
+                        timesteps=timesteps)
     out_name = _sole([n for n in order if role[n] == "output"], "Output node")
     out_src = _sole(preds[out_name], "source of the Output node")
     if role[out_src] != "neuron":
@@ -323,30 +346,33 @@ def lower(graph: nir.NIRGraph) -> LoweredNetwork:
             f"Output is fed by {out_src!r}, not by neurons; the readout counts spikes"
         )
 
+    shapes: dict[str, tuple[int, ...]] = {in_name: in_shape}
+    exprs: dict[str, Expression] = {}
     groups: dict[str, NeuronGroup] = {}
     synapses: list[SynapseSpec] = []
+
+    def incoming(name: str) -> Expression:
+        if not preds[name]:
+            raise ValidationError(f"node {name!r} has no incoming edge")
+        total: Expression | None = None
+        for p in preds[name]:
+            e = exprs[p] if role[p] == "linear" else Expression.source(p, shapes[p])
+            total = e if total is None else total.plus(e)
+        assert total is not None
+        return total
+
     for name in order:
-        if role[name] != "neuron":
-            continue
-        node = graph.nodes[name]
-        neuron = NEURON_LOWERINGS[type(node)](node, dt, name)
-        incoming = []
-        for syn_name in preds[name]:
-            if role[syn_name] != "synapse":
-                raise UnsupportedNodeError(
-                    f"{name} is fed directly by {syn_name!r}; put a synapse between neurons"
-                )
-            src = _sole(preds[syn_name], f"source of {syn_name}")
-            if role[src] not in ("input", "neuron"):
-                raise UnsupportedNodeError(
-                    f"{syn_name} is fed by {src!r} ({type(graph.nodes[src]).__name__}); "
-                    "chains of linear nodes are not fused yet"
-                )
-            w, b = SYNAPSE_LOWERINGS[type(graph.nodes[syn_name])](graph.nodes[syn_name])
-            src_levels = levels if src == in_name else 1
-            incoming.append((syn_name, src, w, b, src_levels))
-        groups[name], new = _quantize_group(name, neuron, incoming)
-        synapses.extend(new)
+        if role[name] == "linear":
+            e = incoming(name)
+            exprs[name] = e.then(linear_map(graph.nodes[name], e.shape, name))
+        elif role[name] == "neuron":
+            node = graph.nodes[name]
+            neuron = NEURON_LOWERINGS[type(node)](node, dt, name)
+            e = incoming(name)
+            shapes[name] = e.shape
+            src_levels = {src: (levels if src == in_name else 1) for src in e.terms}
+            groups[name], new = _quantize_group(name, neuron, e, src_levels)
+            synapses.extend(new)
 
     _assign_latencies(spec_in, groups, synapses)
     return LoweredNetwork(
@@ -354,26 +380,35 @@ def lower(graph: nir.NIRGraph) -> LoweredNetwork:
     )
 
 
+def _max_abs(m: sp.spmatrix) -> float:
+    return float(np.max(np.abs(m.data))) if m.nnz else 0.0
+
+
 def _quantize_group(
-    name: str, neuron: dict[str, Any], incoming: list[tuple[str, str, np.ndarray, Any, int]]
+    name: str, neuron: dict[str, Any], e: Expression, src_levels: dict[str, int]
 ) -> tuple[NeuronGroup, list[SynapseSpec]]:
     """Choose vth (hence Λ) for one group and quantize its incoming synapses and bias."""
     gain, theta = neuron["gain"], neuron["v_th"]
     if theta <= 0:
-        raise UnsupportedNodeError(f"{name}: v_threshold must be positive, got {theta}")
-    size = incoming[0][2].shape[0] if incoming else 0
-    exps = {}
+        raise UnsupportedNodeError(f"{name}: threshold must be positive, got {theta}")
+    size = e.bias.size
+    bias = e.bias * gain + np.broadcast_to(neuron["bias"], (size,))
+    exps = {src: (0 if lv == 1 else -math.ceil(math.log2(lv + 1)))
+            for src, lv in src_levels.items()}
     vth = fixed.VTH_MAX
-    for syn_name, _, w, _, levels in incoming:
-        if w.shape[0] != size:
-            raise ValidationError(
-                f"{syn_name}: {w.shape[0]} outputs but {name} has {size} neurons"
-            )
-        exp = 0 if levels == 1 else -math.ceil(math.log2(levels + 1))
-        exps[syn_name] = exp
-        peak = gain * float(np.max(np.abs(w))) if w.size else 0.0
+    for src, mat in e.terms.items():
+        peak = gain * _max_abs(mat)
         if peak > 0:
-            vth = min(vth, math.floor(fixed.WEIGHT_MAX * theta * levels * 2.0**exp / peak))
+            lv = src_levels[src]
+            vth = min(vth, math.floor(fixed.WEIGHT_MAX * theta * lv * 2.0**exps[src] / peak))
+    if neuron["memoryless"]:
+        # Keep every input current below 4096 so that v carries nothing to the next step:
+        # |u| <= gain·Λ·(Σ|W| + |b|) with Λ = 64·vth/θ, and every input is at most 1.
+        rows = sum(np.asarray(abs(m).sum(axis=1)).ravel() for m in e.terms.values())
+        reach = gain * float(np.max(rows + np.abs(bias)))
+        if reach > 0:
+            # 3/4 of the bound leaves room for rounding the weights to even mantissas.
+            vth = min(vth, math.floor(0.75 * (fixed.DECAY_UNITY - 1) * theta / (64.0 * reach)))
     if vth < 1:
         raise LoihiRangeError(
             f"{name}: weights are too large relative to the threshold for 8-bit Loihi "
@@ -381,25 +416,47 @@ def _quantize_group(
         )
     lam = 64.0 * vth / theta
     synapses = []
-    bias = np.broadcast_to(np.asarray(neuron["bias"], np.float64), (size,)).copy()
-    for syn_name, src, w, b, levels in incoming:
-        scale = gain * lam / (64.0 * levels)
-        q = fixed.quantize_to_mantissa(w, scale, exps[syn_name])
+    for src, mat in e.terms.items():
+        lv = src_levels[src]
+        scale = gain * lam / (64.0 * lv)
+        q = fixed.quantize_to_mantissa(mat, scale, exps[src])
+        weights = q.mant if _is_sparse_enough(q.mant) else q.mant.toarray()
         synapses.append(SynapseSpec(
-            name=syn_name, src=src, dst=name, weights=q.mant, weight_exp=q.exp,
-            num_message_bits=_message_bits(levels), clipped=q.clipped, scale=scale,
+            name=f"{src}->{name}", src=src, dst=name, weights=weights, weight_exp=q.exp,
+            num_message_bits=_message_bits(lv), clipped=q.clipped, scale=scale,
         ))
-        if b is not None:
-            bias += gain * b
     if np.any(bias != 0):
         synapses.append(_bias_synapse(name, bias * lam))
-    params = fixed.LifParams(
-        du=fixed.DECAY_UNITY - 1, dv=fixed.decay_from_factor(neuron["keep"]), vth=vth
-    )
-    group = NeuronGroup(name=name, size=size, params=params, float_params={
+    params = fixed.LifParams(du=fixed.DECAY_UNITY - 1, dv=neuron["dv"], vth=vth)
+    group = NeuronGroup(name=name, size=size, params=params, shape=e.shape, float_params={
         "tau_steps": neuron["tau_steps"], "v_th": theta, "lambda": lam,
     })
+    if neuron["memoryless"]:
+        _check_memoryless(group, synapses)
     return group, synapses
+
+
+#: Below this density a synapse layer is stored and simulated as a Lava Sparse process.
+SPARSE_BELOW = 0.25
+
+
+def _is_sparse_enough(m: sp.spmatrix) -> bool:
+    return m.nnz < SPARSE_BELOW * m.shape[0] * m.shape[1]
+
+
+def _check_memoryless(group: NeuronGroup, synapses: list[SynapseSpec]) -> None:
+    """Prove |u| < 4096 for every input, so dv = 4095 forgets v completely each step."""
+    worst = np.zeros(group.size)
+    for s in synapses:
+        w = abs(s.weights) if s.is_sparse else np.abs(s.weights)
+        payload = 1 if s.num_message_bits == 0 else (1 << s.num_message_bits) - 1
+        worst = worst + np.asarray(w.sum(axis=1)).ravel() * payload * 2.0**s.weight_exp
+    if worst.max(initial=0) * (1 << fixed.ACT_SHIFT) >= fixed.DECAY_UNITY:
+        raise LoihiRangeError(
+            f"{group.name}: a memoryless neuron's input can reach "
+            f"{int(worst.max()) << fixed.ACT_SHIFT} >= 4096, so its voltage would leak into "
+            "the next step; lower its fan-in or use a LIF"
+        )
 
 
 def _bias_synapse(group: str, bias_v: np.ndarray) -> SynapseSpec:

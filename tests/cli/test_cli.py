@@ -87,14 +87,14 @@ def _graph_file(tmp_path, nodes, edges, name="g.nir"):
 def test_unsupported_nodes_are_listed_all_at_once(capsys, tmp_path) -> None:
     nodes = {
         "input": nir.Input(input_type={"input": np.array([4])}),
-        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
-                              padding=np.array([0, 0])),
-        "thr": nir.Threshold(threshold=np.ones(4)),
+        "cuba": nir.CubaLIF(tau_syn=np.ones(4), tau_mem=np.ones(4), r=np.ones(4),
+                            v_leak=np.zeros(4), v_threshold=np.ones(4)),
+        "rnn": nir.I(r=np.ones(4)),
         "output": nir.Output(output_type={"output": np.array([4])}),
     }
-    path = _graph_file(tmp_path, nodes, [("input", "pool"), ("pool", "thr"), ("thr", "output")])
+    path = _graph_file(tmp_path, nodes, [("input", "cuba"), ("cuba", "rnn"), ("rnn", "output")])
     code, _, err = run(capsys, "simulate", str(path), "--samples", "1")
-    _one_error_line(code, err, "SumPool2d (pool)", "Threshold (thr)")
+    _one_error_line(code, err, "CubaLIF (cuba)", "I (rnn)")
 
 
 def test_value_out_of_loihi_range(capsys, tmp_path) -> None:

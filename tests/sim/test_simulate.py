@@ -62,7 +62,7 @@ def test_mlp_is_spike_exact_on_lava(digits_run) -> None:
 def test_shortcut_delay_and_bias_are_spike_exact() -> None:
     net = lower(shortcut_graph())
     delays = {s.name: s.delay for s in net.synapses}
-    assert delays["a3"] == 1 and delays["a1"] == 0 and delays["a2"] == 0
+    assert delays["input->l2"] == 1 and delays["input->l1"] == 0 and delays["l1->l2"] == 0
     assert delays["l2.bias"] == net.groups["l2"].latency - 1 == 1
     assert any(s.src == BIAS_SOURCE for s in net.synapses)
     x = np.random.default_rng(1).integers(0, 256, (5, 12))

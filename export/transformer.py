@@ -1,0 +1,216 @@
+"""Export the Spikformer backbone with LRF-Dyn attention to NIR (parallel mode).
+
+Every tensor between neurons keeps the (C, H, W) layout of the token grid, so
+each operation is a standard NIR node:
+
+* per-token Linear + BN → ``Conv2d`` 1×1 (BN folded into weight and bias);
+* the dendritic recurrence → its exact causal token convolution. Over tokens
+  in raster order, ``y_n = Σ_m K_m u_{n−m}`` with ``K_m = C A^m Γ``; on the
+  (H, W) grid this is a depthwise ``Conv2d`` with a (2H−1)×(2W−1) kernel and
+  padding (H−1, W−1), whose tap at offset (a, b) is ``K_{a·W+b}`` (0 when
+  ``a·W+b < 0``, i.e. acausal). For any output exactly one offset per lag m
+  lands inside the grid, so the 2-D form equals the raster recurrence. The node
+  carries ``metadata = {lrfdyn: "dendrite", A, Gamma, C, k, tau, beta}``;
+* the LRF → depthwise dilated ``Conv2d`` 3×3 nodes, summed with y into a 1×1
+  depthwise ``Conv2d`` that holds the folded BN;
+* AND of two spike trains (``token=kv``, ``gate=q``) → a ``Scale`` of ones fed
+  by both, then a memoryless ``Threshold`` at 1.5;
+* membrane shortcuts → edges from every earlier branch's output node into the
+  same LIF node (NIR sums the edges entering a node);
+* the head's mean over tokens → ``AvgPool2d`` over the grid, ``Flatten``, ``Affine``.
+
+Variants that multiply two activations (SSA, LRF-SSA, STAtten, A²OS²A) have no
+NIR 1.0 form and are refused with an error naming the block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrfdyn.errors import UnsupportedNodeError
+from lrfdyn.export.to_nir import GraphBuilder, lif_node, register
+from lrfdyn.train.functional import dendrite as dfn
+from lrfdyn.train.models.attention import AND_THRESHOLD, LinearBN, LRFDyn
+from lrfdyn.train.models.spikformer import ConvBN, Spikformer
+
+import nir
+
+#: Why each non-exportable attention variant cannot be written as NIR 1.0.
+PRODUCT_BLOCKS = {
+    "ssa": "Q·(Kᵀ·V) multiplies activations",
+    "lrf_ssa": "its SSA term Q·(Kᵀ·V) multiplies activations",
+    "statten": "Q·(Kᵀ·V) over time blocks multiplies activations",
+    "a2os2a": "Q·Kᵀ and R·V multiply activations",
+}
+
+
+def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode BN as ``y = scale·x + shift`` (float64)."""
+    var = bn.running_var.detach().double()
+    scale = bn.weight.detach().double() / torch.sqrt(var + bn.eps)
+    shift = bn.bias.detach().double() - bn.running_mean.detach().double() * scale
+    return scale.numpy(), shift.numpy()
+
+
+def _conv(weight: np.ndarray, bias: np.ndarray, shape: tuple[int, int, int], *, stride: int = 1,
+          padding: tuple[int, int] = (0, 0), dilation: int = 1, groups: int = 1) -> nir.Conv2d:
+    if groups > 1:
+        weight = _ungroup(weight, groups)
+    return nir.Conv2d(
+        input_shape=(shape[1], shape[2]), weight=weight.astype(np.float32),
+        stride=(stride, stride), padding=padding, dilation=(dilation, dilation), groups=1,
+        bias=bias.astype(np.float32),
+    )
+
+
+#: Largest block-diagonal weight written for a grouped conv (values); see :func:`_ungroup`.
+MAX_UNGROUPED = 1 << 28
+
+
+def _ungroup(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv's weights as the equivalent block-diagonal ungrouped weights.
+
+    nir 1.0.8 infers a Conv2d's input channels as ``weight.shape[1]``, ignoring
+    ``groups``, so a graph with a depthwise conv fails its own type check on
+    construction and on ``nir.read``. The ungrouped form is exact; the zeros cost
+    nothing after gzip in the file, and lowering drops them again.
+    """
+    c_out, c_g, kh, kw = weight.shape
+    if c_out * c_g * groups * kh * kw > MAX_UNGROUPED:
+        raise UnsupportedNodeError(
+            f"a grouped Conv2d of {c_out} channels and a {kh}x{kw} kernel is too large to "
+            "write without groups (nir 1.0.8 mistypes grouped convs); reduce dim or the grid"
+        )
+    full = np.zeros((c_out, c_g * groups, kh, kw))
+    per = c_out // groups
+    for gi in range(groups):
+        full[gi * per:(gi + 1) * per, gi * c_g:(gi + 1) * c_g] = weight[gi * per:(gi + 1) * per]
+    return full
+
+
+def _out_shape(g: GraphBuilder, name: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in next(iter(g.nodes[name].output_type.values())))
+
+
+def conv_bn(g: GraphBuilder, name: str, m: ConvBN, src: str, shape: tuple[int, int, int]) -> str:
+    scale, shift = _bn_scale_shift(m.bn)
+    w = m.conv.weight.detach().double().numpy() * scale[:, None, None, None]
+    pad = m.conv.padding if isinstance(m.conv.padding, tuple) else (m.conv.padding,) * 2
+    return g.add(name, _conv(w, shift, shape, stride=m.conv.stride[0], padding=pad), src)
+
+
+def linear_bn(g: GraphBuilder, name: str, m: LinearBN, src: str,
+              shape: tuple[int, int, int]) -> str:
+    """Per-token ``BN(Linear(x))`` as a 1×1 Conv2d on the (C, H, W) grid."""
+    scale, shift = _bn_scale_shift(m.bn)
+    w = m.linear.weight.detach().double().numpy() * scale[:, None]
+    return g.add(name, _conv(w[:, :, None, None], shift, shape), src)
+
+
+def and_gate(g: GraphBuilder, name: str, a: str, b: str, shape: tuple[int, ...]) -> str:
+    """``H(a + b − 1.5)``: both spike trains into one memoryless threshold neuron."""
+    g.add(f"{name}.in", nir.Scale(scale=np.ones(shape, np.float32)), a, b)
+    return g.add(name, nir.Threshold(threshold=np.full(shape, AND_THRESHOLD, np.float32)),
+                 f"{name}.in")
+
+
+def token_kernel_2d(kernel: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Depthwise 2-D weights ``(d, 1, 2H−1, 2W−1)`` of the raster-order causal kernel ``K (N, d)``."""
+    h, w = grid
+    n, d = kernel.shape
+    out = np.zeros((d, 1, 2 * h - 1, 2 * w - 1))
+    for a in range(-(h - 1), h):
+        for b in range(-(w - 1), w):
+            m = a * w + b
+            if 0 <= m < n:
+                out[:, 0, (h - 1) - a, (w - 1) - b] = kernel[m]
+    return out
+
+
+def lrf_dyn_attention(g: GraphBuilder, name: str, m: LRFDyn, src: str,
+                      shape: tuple[int, int, int]) -> str:
+    """Nodes of one LRF-Dyn attention; returns the node whose spikes feed the projection."""
+    cfg = m.cfg
+    grid = (shape[1], shape[2])
+    d = shape[0]
+
+    def spikes(kind: str) -> str:
+        cur = linear_bn(g, f"{name}.{kind}", getattr(m, kind), src, shape)
+        return g.add(f"{name}.{kind}_lif", lif_node(getattr(m, f"{kind}_lif"), shape), cur)
+
+    u = spikes("v")
+    if cfg.token == "kv":
+        u = and_gate(g, f"{name}.u", spikes("k"), u, shape)
+    p = m.dendrite_parameters()
+    with torch.no_grad():
+        kernel = dfn.dendrite_kernel(
+            dfn.DendriteParameters(p.A.double(), p.gamma.double(), p.c.double()),
+            grid[0] * grid[1],
+        ).numpy()
+    tau = dfn.tau_from_raw(m.tau_raw.detach().double())
+    conv = _conv(token_kernel_2d(kernel, grid), np.zeros(d), shape,
+                 padding=(grid[0] - 1, grid[1] - 1), groups=d)
+    conv.metadata = {
+        "lrfdyn": "dendrite", "A": p.A.detach().double().numpy(),
+        "Gamma": p.gamma.detach().double().numpy(), "C": p.c.detach().double().numpy(),
+        "k": cfg.k_dendrites, "tau": tau.numpy(),
+        "beta": dfn.beta_from_raw(m.beta_raw.detach().double(), tau).numpy(),
+    }
+    y = g.add(f"{name}.dendrite", conv, u)
+    branches = [y]
+    for i, lrf in enumerate(m.lrf.convs):
+        dl = lrf.dilation[0]
+        bias = lrf.bias.detach().double().numpy() if lrf.bias is not None else np.zeros(d)
+        branches.append(g.add(f"{name}.lrf.{i}", _conv(
+            lrf.weight.detach().double().numpy(), bias, shape, padding=(dl, dl), dilation=dl,
+            groups=d), y))
+    scale, shift = _bn_scale_shift(m.bn)
+    z = g.add(f"{name}.bn", _conv(scale[:, None, None, None], shift, shape, groups=d), *branches)
+    s = g.add(f"{name}.attn_lif", lif_node(m.attn_lif, shape), z)
+    if cfg.gate == "q":
+        s = and_gate(g, f"{name}.gate", s, spikes("q"), shape)
+    return s
+
+
+@register(Spikformer)
+def spikformer(g: GraphBuilder, m: Spikformer, name: str, src: str) -> str:
+    cfg = m.cfg
+    if cfg.attention != "lrf_dyn":
+        raise UnsupportedNodeError(
+            f"blocks.0.attn ({cfg.attention}): {PRODUCT_BLOCKS.get(cfg.attention, 'unknown')}, "
+            "and NIR 1.0 has no product node; only lrf_dyn attention can be exported"
+        )
+    shape = _out_shape(g, src)
+    cur = src
+    for i, stage in enumerate(m.stem):
+        cur = conv_bn(g, f"stem.{i}", stage, cur, shape)
+        shape = _out_shape(g, cur)
+        if i < len(m.stem) - 1:
+            cur = g.add(f"stem_lif.{i}", lif_node(m.stem_lif[i], shape), cur)
+    currents = [cur]  # the synaptic layers whose currents the residual stream sums
+    if cfg.rpe:
+        s = g.add("rpe_lif", lif_node(m.rpe_lif, shape), cur)
+        currents.append(conv_bn(g, "rpe", m.rpe, s, shape))
+    s = g.add("tokens", lif_node(m.token_lif, shape), *currents)
+    for b, block in enumerate(m.blocks):
+        pre = f"blocks.{b}"
+        attn = lrf_dyn_attention(g, f"{pre}.attn", block.attn, s, shape)
+        currents.append(linear_bn(g, f"{pre}.attn.proj", block.attn.proj, attn, shape))
+        s = g.add(f"{pre}.attn_out", lif_node(block.attn_out, shape), *currents)
+        hidden = block.fc1.linear.out_features
+        h_shape = (hidden, shape[1], shape[2])
+        h = linear_bn(g, f"{pre}.fc1", block.fc1, s, shape)
+        h = g.add(f"{pre}.mlp_hidden", lif_node(block.fc1_lif, h_shape), h)
+        currents.append(linear_bn(g, f"{pre}.fc2", block.fc2, h, h_shape))
+        s = g.add(f"{pre}.out", lif_node(block.out, shape), *currents)
+    pool = g.add("head.pool", nir.AvgPool2d(kernel_size=np.array(shape[1:]),
+                                            stride=np.array(shape[1:]), padding=np.array([0, 0])),
+                 s)
+    flat = g.add("head.flatten", nir.Flatten(input_type={"input": np.array([shape[0], 1, 1])},
+                                             start_dim=0), pool)
+    head = g.add("head.fc", nir.Affine(weight=m.head.weight.detach().numpy().astype(np.float32),
+                                       bias=m.head.bias.detach().numpy().astype(np.float32)),
+                 flat)
+    return g.add("head", lif_node(m.head_lif, (cfg.num_classes,)), head)

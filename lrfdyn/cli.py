@@ -51,6 +51,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding the data set's standard files")
     p.add_argument("--arch", help="architecture (default: mlp)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--qat-epochs", type=int,
+                   help="how many of the last epochs train through 8-bit fake-quantized weights")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="output folder (checkpoint.pt, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -64,7 +66,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from lrfdyn.train.trainer import TrainConfig, train
 
     cfg_dict: dict[str, Any] = _read_config(a.config) if a.config else {}
-    for key in ("data", "data_dir", "arch", "epochs", "seed", "out"):
+    for key in ("data", "data_dir", "arch", "epochs", "qat_epochs", "seed", "out"):
         if getattr(a, key) is not None:
             cfg_dict[key] = getattr(a, key)
     cfg = TrainConfig.from_dict(cfg_dict)

@@ -6,6 +6,11 @@ also keeps its own folder (``<variant>_s<seed>/checkpoint.pt`` and ``result.json
 run whose ``result.json`` exists is skipped, so an interrupted table resumes where it
 stopped and the table can be rebuilt at any time from what has finished.
 
+After training, each variant's first finished checkpoint is analyzed with
+:func:`lrfdyn.train.analysis.analyze_checkpoint` (attention entropy and token-grid distance,
+averaged over layers), which adds two columns to the table. ``--no-train`` only rebuilds the
+table and the analysis from the runs that have finished.
+
 Runs are ordered seed-major with the main variants first (every variant's seed 0, then the
 main variants' further seeds, then the remaining LRF-Dyn token/gate combinations'), so a
 run cut short by the time budget still covers every variant once.
@@ -101,15 +106,34 @@ def summarize(out: Path, variants: list[str], seeds: list[int]) -> dict[str, Any
     return rows
 
 
+def locality(out: Path, variant: str, seed: int, samples: int) -> dict[str, Any]:
+    """Attention entropy and grid distance of one run's checkpoint, averaged over layers."""
+    from lrfdyn.train.analysis import analyze_checkpoint
+
+    folder = run_dir(out, variant, seed)
+    res = analyze_checkpoint(folder / "checkpoint.pt", folder / "analysis", samples)
+    first = res["layers"][0]
+    return {"seed": seed, "entropy": res["mean_entropy"], "distance": res["mean_distance"],
+            "uniform_entropy": first["uniform_entropy"],
+            "uniform_distance": first["uniform_distance"],
+            "per_layer": [(la["entropy"], la["distance"]) for la in res["layers"]]}
+
+
 def markdown(rows: dict[str, Any]) -> str:
-    """The table as Markdown: accuracy in %, mean ± sample std over the finished seeds."""
-    lines = ["| variant | test acc. (%) | seeds | epochs | s / run |",
-             "|---|---|---|---|---|"]
+    """The table as Markdown: accuracy in %, mean ± sample std over the finished seeds.
+
+    With the analysis, entropy (nats) and distance (grid steps) of the first seed's
+    checkpoint follow, averaged over layers.
+    """
+    lines = ["| variant | test acc. (%) | seeds | epochs | s / run | entropy | distance |",
+             "|---|---|---|---|---|---|---|"]
     for v, r in rows.items():
         acc = f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if len(r["seeds"]) > 1 \
             else f"{100 * r['mean']:.2f}"
+        loc = r.get("locality")
+        ent, dist = (f"{loc['entropy']:.2f}", f"{loc['distance']:.2f}") if loc else ("", "")
         lines.append(f"| {v} | {acc} | {len(r['seeds'])} | {r['epochs']} | "
-                     f"{r['seconds_per_run']:.0f} |")
+                     f"{r['seconds_per_run']:.0f} | {ent} | {dist} |")
     return "\n".join(lines)
 
 
@@ -122,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", default="runs/mnist5k_table")
+    p.add_argument("--analysis-samples", type=int, default=64,
+                   help="test samples for the attention analysis (0 skips it)")
+    p.add_argument("--no-train", action="store_true",
+                   help="only rebuild the table (and analysis) from finished runs")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = Path(a.out)
-    for variant, seed in schedule(a.variants, a.seeds):
+    for variant, seed in [] if a.no_train else schedule(a.variants, a.seeds):
         r = run_one(out, variant, seed, a.epochs, a.batch_size, a.lr)
         print(f"{variant:18s} seed {seed}: {100 * r['test_accuracy']:.2f} % "
               f"({r['seconds']:.0f} s)", flush=True)
@@ -133,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = summarize(out, a.variants, a.seeds)
         write_json(out / "table.json", {"model": BASE_MODEL, "data": "mnist5k", "rows": rows})
         (out / "table.md").write_text(markdown(rows) + "\n")
-    print(markdown(summarize(out, a.variants, a.seeds)))
+    rows = summarize(out, a.variants, a.seeds)
+    if a.analysis_samples > 0:
+        for v, r in rows.items():
+            r["locality"] = locality(out, v, r["seeds"][0], a.analysis_samples)
+    write_json(out / "table.json", {"model": BASE_MODEL, "data": "mnist5k", "rows": rows})
+    (out / "table.md").write_text(markdown(rows) + "\n")
+    print(markdown(rows))
     return 0
 
 

@@ -49,6 +49,9 @@ BIAS_EXP_BITS = 3
 WEIGHT_BITS = 8
 #: DelayDense delays (lava.proc.dense.process.DelayDense) up to this many steps.
 MAX_DELAY = 63
+#: Width of a synapse layer's output buffer entry (Lava Dense/Sparse: a_buff precision 16),
+#: one per target neuron and delay slot.
+BUFFER_BITS = 16
 
 _UV_MAX = 1 << (UV_BITS - 1)
 VTH_MAX = (1 << VTH_BITS) - 1

@@ -119,6 +119,17 @@ class SynapseSpec:
     def is_sparse(self) -> bool:
         return sp.issparse(self.weights)
 
+    @property
+    def stored_weights(self) -> int:
+        """Weights the layer stores: all of a dense matrix, the non-zeros of a sparse one."""
+        return int(self.weights.nnz) if self.is_sparse else int(self.weights.size)
+
+    @property
+    def memory_bits(self) -> int:
+        """8 bits per stored weight plus a 16-bit buffer per target neuron and delay slot."""
+        return (self.stored_weights * fixed.WEIGHT_BITS
+                + self.weights.shape[0] * (self.delay + 1) * fixed.BUFFER_BITS)
+
 
 @dataclass(eq=False)
 class NeuronGroup:
@@ -130,6 +141,11 @@ class NeuronGroup:
     latency: int = 0
     shape: tuple[int, ...] = ()
     float_params: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def state_bits(self) -> int:
+        """u and v of every neuron at 24 bits each."""
+        return self.size * 2 * fixed.UV_BITS
 
 
 @dataclass(eq=False)

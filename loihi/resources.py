@@ -30,10 +30,7 @@ from typing import Any
 
 from lrfdyn.errors import ResourceError, ValidationError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import LoweredNetwork, SynapseSpec
-
-#: Bits of one synapse output-buffer entry (Lava Dense ``a_buff``: 16-bit precision).
-BUFFER_BITS = 16
+from lrfdyn.loihi.lower import LoweredNetwork
 
 _BRIEF = ("Intel Labs, 'Taking Neuromorphic Computing to the Next Level with Loihi 2', "
           "Technology Brief, 2021")
@@ -153,17 +150,10 @@ def layer_bits(net: LoweredNetwork, group: str) -> tuple[int, int, int]:
     sparse one its non-zeros) at 8 bits, plus ``16·(delay+1)`` buffer bits per
     target neuron; bits per neuron is the state plus the group's average share.
     """
-    size = net.groups[group].size
-    syn = sum(_stored(s) * fixed.WEIGHT_BITS + s.weights.shape[0] * (s.delay + 1) * BUFFER_BITS
-              for s in net.incoming(group))
-    state = 2 * fixed.UV_BITS
-    return state + (math.ceil(syn / size) if size else 0), size * state, syn
-
-
-def _stored(s: SynapseSpec) -> int:
-    """Weights a synapse layer stores: all of a dense matrix, the non-zeros of a sparse one."""
-    w = s.weights
-    return int(w.nnz) if hasattr(w, "nnz") else int(w.size)
+    g = net.groups[group]
+    syn = sum(s.memory_bits for s in net.incoming(group))
+    per_neuron = 2 * fixed.UV_BITS + (math.ceil(syn / g.size) if g.size else 0)
+    return per_neuron, g.state_bits, syn
 
 
 def map_to_cores(net: LoweredNetwork, limits: Loihi2Limits = LOIHI2) -> ResourceMap:
@@ -172,7 +162,7 @@ def map_to_cores(net: LoweredNetwork, limits: Loihi2Limits = LOIHI2) -> Resource
     problems: list[str] = []
     for name, group in net.groups.items():
         bits, state, syn = layer_bits(net, name)
-        synapses = sum(_stored(s) for s in net.incoming(name))
+        synapses = sum(s.stored_weights for s in net.incoming(name))
         by_neurons = math.ceil(group.size / limits.neurons_per_core)
         per_core = limits.memory_bits_per_core // bits
         if per_core == 0:

@@ -231,14 +231,14 @@ def cmd_deploy(a: argparse.Namespace) -> int:
 
     require_loihi2()  # before reading or building anything: one line, no processes
     from lrfdyn.loihi.resources import map_to_cores, require_fit
-    from lrfdyn.pipeline import _progress, held_out_samples
+    from lrfdyn.pipeline import progress_bar, held_out_samples
     from lrfdyn.sim.profile import profile
     from lrfdyn.sim.simulate import load_and_lower
 
     graph, net = load_and_lower(a.nir_file)
     require_fit(map_to_cores(net))
     images, labels, _ = held_out_samples(graph, a.data, a.data_dir, a.samples)
-    with _progress("Loihi 2", len(images), not a.json) as tick:
+    with progress_bar("Loihi 2", len(images), not a.json) as tick:
         report = profile(net, images.reshape(len(images), -1), labels, hardware=True,
                          on_sample=tick)
     if a.json:
@@ -266,7 +266,7 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
 @_args(_profile_args)
 def cmd_profile(a: argparse.Namespace) -> int:
     from lrfdyn.errors import ValidationError
-    from lrfdyn.pipeline import _progress, held_out_samples
+    from lrfdyn.pipeline import progress_bar, held_out_samples
     from lrfdyn.sim.profile import default_out_dir, profile, write_profile
     from lrfdyn.sim.simulate import load_and_lower
 
@@ -275,7 +275,7 @@ def cmd_profile(a: argparse.Namespace) -> int:
     if not 0 <= a.sample < len(images):
         raise ValidationError(f"--sample {a.sample} is out of range; this profile runs "
                               f"samples 0..{len(images) - 1}")
-    with _progress("Lava fixed_pt", len(images), not a.json and not a.fast) as tick:
+    with progress_bar("Lava fixed_pt", len(images), not a.json and not a.fast) as tick:
         report = profile(net, images.reshape(len(images), -1), labels, fast=a.fast,
                          on_sample=tick)
     out = Path(a.out) if a.out else default_out_dir(a.nir_file)

@@ -81,7 +81,7 @@ def held_out_samples(graph: nir.NIRGraph, data: str | None, data_dir: str | None
 
 
 @contextmanager
-def _progress(label: str, total: int, enabled: bool) -> Iterator[Any]:
+def progress_bar(label: str, total: int, enabled: bool) -> Iterator[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.progress import TimeRemainingColumn
 
@@ -103,7 +103,7 @@ def run_simulation(nir_path: str | os.PathLike[str], *, data: str | None = None,
     images, labels, _ = held_out_samples(graph, data, data_dir, samples)
     float_pred = run_float(graph, images).sum(axis=1).argmax(axis=1)
     x = images.reshape(len(images), -1).astype(np.int64)
-    with _progress("Lava fixed_pt", len(x), progress and use_lava) as tick:
+    with progress_bar("Lava fixed_pt", len(x), progress and use_lava) as tick:
         report = simulate(net, x, labels, use_lava=use_lava, float_predictions=float_pred,
                           on_sample=tick)
     report.timings["read_and_lower_s"] = lower_s

@@ -16,7 +16,7 @@ import numpy as np
 
 import lrfdyn.loihi.compat  # noqa: F401  (before any lava import)
 from lava.magma.core.run_conditions import RunSteps
-from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 
 from lrfdyn.errors import LavaRunError
 from lrfdyn.loihi.build import LavaNetwork, build_lava, reset_state
@@ -38,13 +38,19 @@ def run_lava(
     *,
     on_sample: Callable[[int], None] | None = None,
     select_tag: str = "fixed_pt",
+    run_cfg: RunConfig | None = None,
+    backend: str = "Lava",
 ) -> LavaRun:
-    """Run samples ``x`` (N, input_size) through ``net`` on Lava and record every spike."""
+    """Run samples ``x`` (N, input_size) through ``net`` on Lava and record every spike.
+
+    ``run_cfg`` replaces the default ``Loihi2SimCfg(select_tag=select_tag)``, e.g. with
+    ``Loihi2HwCfg()`` for the chip; ``backend`` names it in error messages.
+    """
     lava_net = build_lava(net, np.asarray(x, np.int64))
     steps = lava_net.steps_per_sample
     spikes = {g: np.zeros((len(x), steps, grp.size), bool) for g, grp in net.groups.items()}
     runner = lava_net.source
-    cfg = Loihi2SimCfg(select_tag=select_tag)
+    cfg = run_cfg if run_cfg is not None else Loihi2SimCfg(select_tag=select_tag)
     compile_s = run_s = 0.0
     try:
         for i in range(len(x)):
@@ -53,8 +59,8 @@ def run_lava(
                 runner.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
             except Exception as exc:  # Lava raises bare Exceptions from its runtime
                 raise LavaRunError(
-                    f"Lava failed on sample {i}: {type(exc).__name__}: {_first_line(exc)}; "
-                    "rerun with --debug for the traceback"
+                    f"{backend} failed on sample {i}: {type(exc).__name__}: "
+                    f"{_first_line(exc)}; rerun with --debug for the traceback"
                 ) from exc
             elapsed = time.perf_counter() - t0
             if i == 0:

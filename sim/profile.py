@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from lrfdyn.errors import LavaRunError, ValidationError
+from lrfdyn.errors import ValidationError
 from lrfdyn.io import write_json, write_text
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
 from lrfdyn.loihi.resources import ResourceMap, layer_bits, map_to_cores
@@ -307,41 +307,21 @@ def run_loihi2(net: LoweredNetwork, x: np.ndarray, *,
                on_sample: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run samples on Loihi 2 hardware; raw spikes per group, (N, steps_per_sample, size).
 
-    Mirrors :func:`lrfdyn.sim.lava_run.run_lava` with ``Loihi2HwCfg`` (NeuroCore
-    models for LIF/Dense, host models for the ring buffers). It checks for the
-    hardware before it builds a single process, and stops the runtime on every
-    path. Untested here: no Loihi 2 system was available when it was written.
+    :func:`lrfdyn.sim.lava_run.run_lava` with ``Loihi2HwCfg`` (NeuroCore models for
+    LIF/Dense, host models for the ring buffers). It checks for the hardware before it
+    builds a single process. Untested here: no Loihi 2 system was available.
     """
     from lrfdyn.loihi.hardware import require_loihi2
 
     require_loihi2()
     import lrfdyn.loihi.compat  # noqa: F401  (before any lava import)
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2HwCfg
 
-    from lrfdyn.loihi.build import build_lava, reset_state
-    from lrfdyn.sim.lava_run import _collect, _first_line, _stop
+    from lrfdyn.sim.lava_run import run_lava
 
-    lava_net = build_lava(net, np.asarray(x, np.int64))
-    steps = lava_net.steps_per_sample
-    spikes = {g: np.zeros((len(x), steps, grp.size), bool) for g, grp in net.groups.items()}
-    cfg = Loihi2HwCfg()  # no tag: prefer NcProcModels, fall back to Py for host processes
-    try:
-        for i in range(len(x)):
-            try:
-                lava_net.source.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
-            except Exception as exc:  # Lava raises bare Exceptions from its runtime
-                raise LavaRunError(
-                    f"Loihi 2 run failed on sample {i}: {type(exc).__name__}: "
-                    f"{_first_line(exc)}; rerun with --debug for the traceback"
-                ) from exc
-            _collect(lava_net, spikes, i)
-            reset_state(lava_net)
-            if on_sample is not None:
-                on_sample(i)
-    finally:
-        _stop(lava_net)
-    return spikes
+    # No tag: prefer NcProcModels, fall back to Py models for the host-side processes.
+    return run_lava(net, x, on_sample=on_sample, run_cfg=Loihi2HwCfg(),
+                    backend="Loihi 2 run").spikes
 
 
 # ---------------------------------------------------------------- writing

@@ -10,8 +10,9 @@ on the integer reference, so both give identical counts when the spikes match.
   non-zero weights leaving that source neuron.
 * Neuron updates: neurons × steps.
 * State memory: u and v of every neuron at 24 bits each.
-* Synaptic memory: every stored weight at 8 bits (Dense stores the full matrix),
-  plus the synapse output buffers (16 bits per target neuron and delay slot).
+* Synaptic memory: every stored weight at 8 bits (a Dense layer stores its full
+  matrix, a Sparse one its non-zeros), plus the synapse output buffers (16 bits
+  per target neuron and delay slot).
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ import numpy as np
 
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
-
-#: Bits of a Dense/DelayDense output buffer entry (Lava: a_buff precision 16).
-BUFFER_BITS = 16
 
 
 @dataclass
@@ -105,12 +103,8 @@ class SimReport:
 
 def memory_bits(net: LoweredNetwork) -> tuple[int, int]:
     """(state bits, synaptic bits) of the lowered network, as Lava stores it."""
-    state = sum(g.size for g in net.groups.values()) * 2 * fixed.UV_BITS
-    synaptic = 0
-    for s in net.synapses:
-        synaptic += s.weights.size * fixed.WEIGHT_BITS
-        synaptic += s.weights.shape[0] * (s.delay + 1) * BUFFER_BITS
-    return state, synaptic
+    return (sum(g.state_bits for g in net.groups.values()),
+            sum(s.memory_bits for s in net.synapses))
 
 
 def count_synops(

@@ -142,7 +142,7 @@ def lrf_token_matrix(lrf: LocalReceptiveField, grid: tuple[int, int], d: int) ->
 
 
 def causal_toeplitz(kernel: torch.Tensor) -> torch.Tensor:
-    """``T (d, N, N)`` with ``T_c[i, j] = K_{i−j, c}`` for ``i ≥ j`` and 0 above the diagonal."""
+    """``T (d, N, N)``: ``T_c[i, j] = K_{i−j, c}`` for ``i ≥ j``, 0 above the diagonal."""
     n = kernel.shape[0]
     lag = torch.arange(n)[:, None] - torch.arange(n)[None, :]
     t = kernel[lag.clamp_min(0)].permute(2, 0, 1)  # (d, N, N)
@@ -250,8 +250,9 @@ def analyze_model(
     grid = cfg.grid
     n = grid[0] * grid[1]
     probe = (grid[0] // 2) * grid[1] + grid[1] // 2  # the centre token
+    base = grid_manhattan(grid)
     stats = [LocalityStats() for _ in blocks]
-    dists: list[torch.Tensor] = []
+    dists: dict[int, torch.Tensor] = {}
     model.eval()
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
@@ -260,14 +261,11 @@ def analyze_model(
                 state = {k.rsplit(".", 1)[1]: v for k, v in record.items()
                          if k.startswith(f"blocks.{li}.attn.")}
                 w, over_time = attention_weights(block.attn, state, grid)
-                base = grid_manhattan(grid)
-                reps = w.shape[-1] // n if over_time else 1
-                dist = base.repeat(reps, reps)
-                if len(dists) <= li:
-                    dists.append(dist)
+                reps = w.shape[-1] // n if over_time else 1  # STAtten: keys of b steps
+                dists[li] = base.repeat(reps, reps)
                 # LRF-Dyn's weights do not depend on the sample; adding them once per batch
                 # leaves the means unchanged and keeps one code path.
-                stats[li].add(w, dist, probe)
+                stats[li].add(w, dists[li], probe)
     out = []
     for li, (block, st) in enumerate(zip(blocks, stats)):
         res = st.result()

@@ -37,19 +37,13 @@ def checkpoint_to_nir(checkpoint: str | os.PathLike[str]) -> nir.NIRGraph:
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build()
     data_name = str(ckpt.extra.get("data", "digits"))
-    shape = _image_shape(data_name, ckpt.config)
+    # Checkpoints record their input shape; older ones get it from their (bundled) data set.
+    recorded = ckpt.extra.get("image_shape")
+    shape = tuple(int(v) for v in (recorded or load_dataset(data_name).image_shape))
     graph = model_to_nir(model, shape, int(ckpt.config["timesteps"]))
     graph.metadata["dataset"] = data_name
     graph.metadata["seed"] = int(ckpt.extra.get("seed", 0))
     return graph
-
-
-def _image_shape(data_name: str, config: dict[str, Any]) -> tuple[int, ...]:
-    shapes = {"digits": (1, 8, 8), "mnist5k": (1, 28, 28), "mnist": (1, 28, 28),
-              "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
-    if data_name not in shapes:
-        raise ValidationError(f"checkpoint names unknown data set {data_name!r}")
-    return shapes[data_name]
 
 
 def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],

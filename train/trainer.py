@@ -313,7 +313,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 save_checkpoint(
                     ckpt_path, model, cfg.arch, epoch=epoch + 1, optimizer=opt.state_dict(),
                     scheduler=sched.state_dict(), history=history, rng=torch.get_rng_state(),
-                    data=cfg.data, seed=cfg.seed,
+                    data=cfg.data, seed=cfg.seed, image_shape=list(data.image_shape),
                 )
     history = ddp.broadcast(history)
     ddp.close()

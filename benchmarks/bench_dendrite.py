@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from common import Row, measure
+from common import Row, measure_interleaved, set_threads
 from lrfdyn.train.functional import dendrite as dfn
 
 TOKENS = (49, 196, 784)
@@ -52,6 +52,7 @@ def _step(path: str, u: torch.Tensor, leaves: list[torch.Tensor]) -> None:
 
 
 def run(quick: bool = False) -> tuple[list[Row], dict]:
+    threads = set_threads()
     rows: list[Row] = []
     repeats = 5
     for d in DIMS:
@@ -65,9 +66,11 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
                 y_fft = dfn.causal_conv_fft(u, dfn.dendrite_kernel(p, n))
                 y_rec, _ = dfn.dendrite_recurrence(u, p)
                 err = float((y_fft - y_rec).abs().max())
-            fft = measure(lambda: _step("fft", u, leaves), repeats=repeats)
-            rec = measure(lambda: _step("recurrence", u, leaves), repeats=repeats,
-                          warmup=0 if n >= 784 else 1)
+            both = measure_interleaved(
+                {"fft": lambda: _step("fft", u, leaves),
+                 "rec": lambda: _step("recurrence", u, leaves)},
+                repeats=repeats, warmup=0 if n >= 784 else 1)
+            fft, rec = both["fft"], both["rec"]
             speedup = rec["median"] / fft["median"]
             target = n == TARGET_N
             met = speedup >= TARGET_SPEEDUP if target else None
@@ -78,10 +81,13 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
                 target=f"≥ {TARGET_SPEEDUP:g}× at N = {TARGET_N}" if target else "",
                 met=met,
                 reason="" if met in (None, True) else
-                f"FFT only {speedup:.2f}× faster than the recurrence",
+                (f"FFT only {speedup:.2f}× faster: on CPU the recurrence is already vectorised "
+                 f"over B·T·d = {STREAMS * d} streams (a {K}×{K} matvec each per token), so "
+                 "the FFT saves only the Python loop over N; its O(N log N) complex "
+                 "transforms at 2N padding cost about as much as the O(N·k²) recurrence"),
                 extra={"max_abs_diff_fft_vs_recurrence": err},
             ))
-    return rows, {"k": K, "streams": STREAMS, "threads": torch.get_num_threads()}
+    return rows, {"k": K, "streams": STREAMS, "torch_threads": threads}
 
 
 if __name__ == "__main__":

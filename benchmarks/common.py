@@ -163,3 +163,77 @@ def fmt_value(v: dict[str, Any] | None, unit: str) -> str:
             scale, u = 1e6, "µs"
         return f"{med * scale:.3g} ({lo * scale:.3g}–{hi * scale:.3g}) {u}"
     return f"{med:.4g} ({lo:.4g}–{hi:.4g}) {unit}"
+
+
+def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5,
+                        warmup: int = 1) -> dict[str, dict[str, Any]]:
+    """Like :func:`measure` for several functions, alternating them every repetition.
+
+    On a shared machine the load changes over seconds; alternating makes a burst of
+    foreign load hit every contender alike, which keeps their ratio meaningful.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: summary(v) for k, v in times.items()}
+
+
+def set_threads() -> int:
+    """Pin torch to ``LRFDYN_BENCH_THREADS`` threads (default 1) and return the count.
+
+    On 2 cores shared with other jobs, torch's default of one thread per core makes its
+    OpenMP workers wait on each other whenever a foreign process holds a core, which
+    inflates small kernels by 10× or more at random; one thread is far steadier.
+    """
+    import torch
+
+    n = int(os.environ.get("LRFDYN_BENCH_THREADS", "1"))
+    torch.set_num_threads(n)
+    return n
+
+
+#: The demo transformer of the Lava benchmarks: a small LRF-Dyn Spikformer on 8×8 digits
+#: (4×4 = 16 tokens after the stride-2 stem), untrained unless a benchmark trains it.
+SMALL_TRANSFORMER: dict[str, Any] = dict(
+    img_size=8, in_channels=1, num_classes=10, dim=32, depth=1, heads=2, timesteps=4,
+    attention="lrf_dyn", stem_strides=[1, 2])
+
+
+def build_small_transformer(seed: int = 0, **overrides: Any):
+    """The untrained demo transformer in eval mode (BN uses its running statistics)."""
+    import torch
+
+    from lrfdyn.train.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("spikformer", {**SMALL_TRANSFORMER, **overrides})
+    return model.eval()
+
+
+def digits_test(n: int):
+    """The first ``n`` 8×8 digits test images (uint8, (n, 1, 8, 8)) and labels."""
+    from lrfdyn.train.data import load_dataset
+
+    ds = load_dataset("digits")
+    return ds.x_test[:n], ds.y_test[:n]
+
+
+def train_small_transformer(out: str | os.PathLike[str], epochs: int = 3):
+    """Train the demo transformer briefly on digits (~20 s) so that every layer spikes.
+
+    Returns the model in eval mode and its float test accuracy.
+    """
+    from lrfdyn.train.checkpoint import load_checkpoint
+    from lrfdyn.train.trainer import TrainConfig, train
+
+    model_cfg = {k: v for k, v in SMALL_TRANSFORMER.items()
+                 if k not in ("img_size", "in_channels", "num_classes")}
+    result = train(TrainConfig(data="digits", arch="spikformer", epochs=epochs, out=str(out),
+                               model=model_cfg), progress=False)
+    return load_checkpoint(result.checkpoint).build().eval(), result.float_accuracy

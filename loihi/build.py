@@ -1,15 +1,19 @@
 """Build Lava processes from a :class:`~lrfdyn.loihi.lower.LoweredNetwork`.
 
-One process per neuron group (``LIF``) and per synapse layer (``Dense``, or
-``DelayDense`` where lowering padded a shortcut), a ``RingBuffer`` source that
-holds the integer input of every sample back to back, and a sink ``RingBuffer``
-on every group that records one sample's spikes. Processes declare structure
-only; the ``fixed_pt`` models that run them are Lava's bit-accurate ones.
+One process per neuron group (``LIF``) and per synapse layer (``Dense`` or
+``Sparse``, with their ``Delay`` variants where lowering padded a shortcut), a
+``RingBuffer`` source that holds the integer input of every sample back to
+back, and a :class:`~lrfdyn.loihi.recorder.SpikeRecorder` on every group.
+Processes declare structure only; the ``fixed_pt`` models that run them are
+Lava's bit-accurate ones.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -17,49 +21,117 @@ import lrfdyn.loihi.compat  # noqa: F401  (before any lava import)
 from lava.magma.core.process.process import AbstractProcess
 from lava.proc.dense.process import DelayDense, Dense
 from lava.proc.sparse.process import DelaySparse, Sparse
-from lava.proc.io.sink import RingBuffer as Sink
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIF
 
+from lrfdyn.loihi import fixed
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, SynapseSpec
+from lrfdyn.loihi.recorder import SpikeRecorder, open_recording
 
 
 @dataclass(eq=False)
 class LavaNetwork:
-    """The Lava processes of one lowered network, with the handles a runner needs."""
+    """The Lava processes of one lowered network, with the handles a runner needs.
+
+    Each sample occupies ``block_steps = steps_per_sample + drain`` Lava steps: T input
+    steps, the pipeline's latency, then ``drain`` silent steps after which every
+    neuron and synapse buffer is back at exactly 0 (see :func:`drain_steps`). With
+    ``drain = 0`` the runner must reset state between samples instead.
+    """
 
     source: Source
     bias: Source | None
     lifs: dict[str, LIF]
     synapses: dict[str, AbstractProcess]
-    sinks: dict[str, Sink]
+    recorders: dict[str, SpikeRecorder]
+    recordings: dict[str, np.memmap]
     steps_per_sample: int
+    drain: int
+    folder: Path
+
+    @property
+    def block_steps(self) -> int:
+        return self.steps_per_sample + self.drain
 
     @property
     def processes(self) -> list[AbstractProcess]:
         extra = [self.bias] if self.bias is not None else []
         return [self.source, *extra, *self.lifs.values(), *self.synapses.values(),
-                *self.sinks.values()]
+                *self.recorders.values()]
+
+    def sample_spikes(self, group: str, i: int) -> np.ndarray:
+        """Spikes of ``group`` during sample ``i``'s first steps_per_sample steps."""
+        start = i * self.block_steps
+        return np.array(self.recordings[group][start : start + self.steps_per_sample])
+
+    def close(self) -> None:
+        """Drop the recording files (call after the runtime has stopped)."""
+        self.recordings.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def input_schedule(net: LoweredNetwork, x: np.ndarray) -> np.ndarray:
-    """Source data for samples ``x`` (N, size): each sample for T steps, then zeros to drain.
+def steps_to_zero(d: int) -> int | None:
+    """Steps after which a 24-bit value decayed with constant ``d`` is exactly 0 (None: never)."""
+    x, steps = np.int64(1 << (fixed.UV_BITS - 1)), 0
+    while x > 0:
+        if steps > 4096:
+            return None
+        x = fixed.decay(x, d)
+        steps += 1
+    return steps
+
+
+def drain_steps(net: LoweredNetwork) -> int:
+    """Silent steps after a sample that return the whole network to its initial state.
+
+    Without input or bias, u (du = 4095) is 0 from the next step and v decays
+    toward 0, rounding toward zero, so it reaches exactly 0 and never crosses a
+    threshold on the way. After the pipeline has emptied (its latency plus the
+    longest delay) every state is 0 again: the next sample sees a fresh network.
+    Returns 0 when some group never decays to 0 (dv = 0); the runner then resets
+    state explicitly.
+    """
+    decays = [steps_to_zero(g.params.dv) for g in net.groups.values()]
+    if any(s is None for s in decays) or any(
+            g.params.du != fixed.DECAY_UNITY - 1 for g in net.groups.values()):
+        return 0
+    longest_delay = max((s.delay for s in net.synapses), default=0)
+    return net.latency + longest_delay + max(decays, default=0) + 1
+
+
+def input_schedule(net: LoweredNetwork, x: np.ndarray, drain: int = 0) -> np.ndarray:
+    """Source data for samples ``x`` (N, size): each sample for T steps, then zeros.
+
+    Each sample's block is ``steps_per_sample + drain`` steps long.
 
     Returns:
-        int32 array (size, N·steps_per_sample), the layout Lava's RingBuffer expects.
+        int32 array (size, N·block), the layout Lava's RingBuffer expects.
     """
-    steps = net.steps_per_sample()
+    steps = net.steps_per_sample() + drain
     block = np.zeros((x.shape[0], steps, net.input.size), np.int32)
     block[:, : net.input.timesteps] = x[:, None, :]
     return block.reshape(-1, net.input.size).T.copy()
 
 
+def _recording_folder() -> Path:
+    shm = Path("/dev/shm")
+    return Path(tempfile.mkdtemp(prefix="lrfdyn-", dir=shm if shm.is_dir() else None))
+
+
 def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
     """Create (but do not compile) the processes that run samples ``x`` on ``net``."""
     steps = net.steps_per_sample()
-    source = Source(data=input_schedule(net, x))
-    # The bias source spikes at every step of every sample (lowering delays it per group).
-    bias = Source(data=np.ones((1, len(x) * steps), np.int32)) if net.has_bias else None
+    drain = drain_steps(net)
+    block = steps + drain
+    total = len(x) * block
+    source = Source(data=input_schedule(net, x, drain))
+    # The bias source spikes during each sample (lowering delays it per group) and is
+    # silent while the network drains.
+    bias = None
+    if net.has_bias:
+        on = np.zeros((len(x), block), np.int32)
+        on[:, :steps] = 1
+        bias = Source(data=on.reshape(1, -1))
     sources = {net.input.name: source}
     if bias is not None:
         sources[BIAS_SOURCE] = bias
@@ -79,11 +151,15 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
         src_port.connect(conn.s_in)
         conn.a_out.connect(lifs[s.dst].a_in)
         synapses[s.name] = conn
-    sinks = {}
-    for name, lif in lifs.items():
-        sinks[name] = Sink(shape=(net.groups[name].size,), buffer=steps)
-        lif.s_out.connect(sinks[name].a_in)
-    return LavaNetwork(source, bias, lifs, synapses, sinks, steps)
+    folder = _recording_folder()
+    recorders, recordings = {}, {}
+    for i, (name, lif) in enumerate(lifs.items()):
+        path = str(folder / f"group{i}.bool")
+        recordings[name] = open_recording(path, total, net.groups[name].size)
+        recorders[name] = SpikeRecorder(shape=(net.groups[name].size,), steps=total, path=path)
+        lif.s_out.connect(recorders[name].a_in)
+    return LavaNetwork(source, bias, lifs, synapses, recorders, recordings, steps, drain,
+                       folder)
 
 
 def _synapse_process(s: SynapseSpec) -> AbstractProcess:

@@ -1,14 +1,18 @@
 """Run a lowered network on Lava's CPU simulator (``fixed_pt``), sample by sample.
 
-One compiled network serves every sample: after each sample the runner zeroes
-all neuron and synapse state (DESIGN.md §6: identical to a fresh network), and
-the source ring buffer simply moves on to the next sample's block. The network
-is stopped on every path, including errors and Ctrl-C.
+One compiled network serves every sample. Between samples the network drains:
+a few silent steps after which every neuron and synapse buffer is exactly 0
+again (:func:`lrfdyn.loihi.build.drain_steps`), so each sample sees a fresh
+network without a single ``Var.set``, which Lava 0.10 performs one element at a
+time. Networks that cannot drain (a group with dv = 0) are reset with
+``Var.set`` instead (DESIGN.md §6). The network is stopped on every path,
+including errors and Ctrl-C, and its recording files are removed.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +24,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 
 from lrfdyn.errors import LavaRunError
 from lrfdyn.loihi.build import LavaNetwork, build_lava, reset_state
+from lrfdyn.loihi.recorder import RECORDER_MODELS
 from lrfdyn.loihi.lower import LoweredNetwork
 
 
@@ -40,23 +45,37 @@ def run_lava(
     select_tag: str = "fixed_pt",
     run_cfg: RunConfig | None = None,
     backend: str = "Lava",
+    stock_models: bool = False,
 ) -> LavaRun:
     """Run samples ``x`` (N, input_size) through ``net`` on Lava and record every spike.
 
-    ``run_cfg`` replaces the default ``Loihi2SimCfg(select_tag=select_tag)``, e.g. with
+    By default the Sparse synapses use :data:`lrfdyn.sim.models.FAST_MODELS`,
+    bit-identical to Lava's own and much faster; ``stock_models=True`` runs Lava's
+    models only. ``run_cfg`` replaces the whole run configuration, e.g. with
     ``Loihi2HwCfg()`` for the chip; ``backend`` names it in error messages.
     """
     lava_net = build_lava(net, np.asarray(x, np.int64))
-    steps = lava_net.steps_per_sample
-    spikes = {g: np.zeros((len(x), steps, grp.size), bool) for g, grp in net.groups.items()}
+    steps = lava_net.block_steps
+    spikes = {g: np.zeros((len(x), lava_net.steps_per_sample, grp.size), bool)
+              for g, grp in net.groups.items()}
     runner = lava_net.source
-    cfg = run_cfg if run_cfg is not None else Loihi2SimCfg(select_tag=select_tag)
+    if run_cfg is None:
+        from lrfdyn.sim.models import FAST_MODELS
+
+        models = dict(RECORDER_MODELS) if stock_models else {**RECORDER_MODELS, **FAST_MODELS}
+        run_cfg = Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=models)
+    cfg = run_cfg
     compile_s = run_s = 0.0
     try:
         for i in range(len(x)):
             t0 = time.perf_counter()
             try:
-                runner.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+                with warnings.catch_warnings():
+                    # Lava's model search imports every module beside a process's own
+                    # by file name and warns for each; the models are named in cfg.
+                    warnings.filterwarnings("ignore", "Cannot import module",
+                                            category=UserWarning)
+                    runner.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
             except Exception as exc:  # Lava raises bare Exceptions from its runtime
                 raise LavaRunError(
                     f"{backend} failed on sample {i}: {type(exc).__name__}: "
@@ -68,17 +87,19 @@ def run_lava(
             else:
                 run_s += elapsed
             _collect(lava_net, spikes, i)
-            reset_state(lava_net)
+            if not lava_net.drain:
+                reset_state(lava_net)
             if on_sample is not None:
                 on_sample(i)
     finally:
         _stop(lava_net)
+        lava_net.close()
     return LavaRun(spikes=spikes, compile_s=compile_s, run_s=run_s)
 
 
 def _collect(lava_net: LavaNetwork, spikes: dict[str, np.ndarray], i: int) -> None:
-    for name, sink in lava_net.sinks.items():
-        spikes[name][i] = sink.data.get().T != 0
+    for name in lava_net.recordings:
+        spikes[name][i] = lava_net.sample_spikes(name, i)
 
 
 def _stop(lava_net: LavaNetwork) -> None:

@@ -317,11 +317,12 @@ def run_loihi2(net: LoweredNetwork, x: np.ndarray, *,
     import lrfdyn.loihi.compat  # noqa: F401  (before any lava import)
     from lava.magma.core.run_configs import Loihi2HwCfg
 
+    from lrfdyn.loihi.recorder import RECORDER_MODELS
     from lrfdyn.sim.lava_run import run_lava
 
     # No tag: prefer NcProcModels, fall back to Py models for the host-side processes.
-    return run_lava(net, x, on_sample=on_sample, run_cfg=Loihi2HwCfg(),
-                    backend="Loihi 2 run").spikes
+    cfg = Loihi2HwCfg(exception_proc_model_map=dict(RECORDER_MODELS))
+    return run_lava(net, x, on_sample=on_sample, run_cfg=cfg, backend="Loihi 2 run").spikes
 
 
 # ---------------------------------------------------------------- writing

@@ -15,35 +15,12 @@ from lrfdyn.sim.reference import run_reference
 from lrfdyn.sim.report import count_synops, first_mismatches
 from lrfdyn.sim.simulate import read_graph, simulate
 
-T = 6
 
 
-def lif(n: int, tau_steps: float = 2.0, v_th: float = 1.0) -> nir.LIF:
-    return nir.LIF(tau=np.full(n, tau_steps * 1e-3), r=np.ones(n), v_leak=np.zeros(n),
-                   v_threshold=np.full(n, v_th), v_reset=np.zeros(n))
+@pytest.fixture()
+def shortcut_graph(make_shortcut_graph):
+    return make_shortcut_graph
 
-
-def shortcut_graph(seed: int = 0) -> nir.NIRGraph:
-    """input → A1 → L1 → A2 → L2 with a shortcut input → A3 → L2, and non-zero biases.
-
-    L2 is reached after 1 synapse (shortcut) and after 2 (main path), so lowering must
-    delay the shortcut by one step; the biases must arrive with the first input.
-    """
-    rng = np.random.default_rng(seed)
-    n_in, n1, n2 = 12, 10, 6
-    nodes = {
-        "input": nir.Input(input_type={"input": np.array([n_in])}),
-        "a1": nir.Affine(weight=rng.normal(0, 1.2, (n1, n_in)), bias=rng.normal(0.3, 0.3, n1)),
-        "l1": lif(n1),
-        "a2": nir.Affine(weight=rng.normal(0.2, 1.0, (n2, n1)), bias=rng.normal(0, 0.4, n2)),
-        "a3": nir.Linear(weight=rng.normal(0, 0.8, (n2, n_in))),
-        "l2": lif(n2, tau_steps=4.0),
-        "output": nir.Output(output_type={"output": np.array([n2])}),
-    }
-    edges = [("input", "a1"), ("a1", "l1"), ("l1", "a2"), ("a2", "l2"), ("input", "a3"),
-             ("a3", "l2"), ("l2", "output")]
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={
-        "dt": 1e-3, "timesteps": T, "input_levels": 255})
 
 
 def test_mlp_is_spike_exact_on_lava(digits_run) -> None:
@@ -59,7 +36,7 @@ def test_mlp_is_spike_exact_on_lava(digits_run) -> None:
     assert all(layer.spikes > 0 for layer in report.layers), report.layers
 
 
-def test_shortcut_delay_and_bias_are_spike_exact() -> None:
+def test_shortcut_delay_and_bias_are_spike_exact(shortcut_graph) -> None:
     net = lower(shortcut_graph())
     delays = {s.name: s.delay for s in net.synapses}
     assert delays["input->l2"] == 1 and delays["input->l1"] == 0 and delays["l1->l2"] == 0
@@ -73,7 +50,7 @@ def test_shortcut_delay_and_bias_are_spike_exact() -> None:
     assert all(ref[g].sum() > 0 for g in net.groups), "a layer never spiked"
 
 
-def test_reset_between_samples_equals_a_fresh_network() -> None:
+def test_reset_between_samples_equals_a_fresh_network(shortcut_graph) -> None:
     net = lower(shortcut_graph(seed=3))
     x = np.random.default_rng(2).integers(0, 256, (3, 12))
     together = run_lava(net, x).spikes
@@ -82,7 +59,7 @@ def test_reset_between_samples_equals_a_fresh_network() -> None:
         assert np.array_equal(together[g][2], alone[g][0]), g
 
 
-def test_a_real_disagreement_is_named_by_layer_sample_step_neuron() -> None:
+def test_a_real_disagreement_is_named_by_layer_sample_step_neuron(shortcut_graph) -> None:
     graph = shortcut_graph(seed=4)
     net = lower(graph)
     x = np.random.default_rng(5).integers(0, 256, (2, 12))
@@ -96,7 +73,7 @@ def test_a_real_disagreement_is_named_by_layer_sample_step_neuron() -> None:
     assert counts["l1"] > 0 and first.lava != first.reference
 
 
-def test_lava_failure_is_one_error_and_leaves_no_process() -> None:
+def test_lava_failure_is_one_error_and_leaves_no_process(shortcut_graph) -> None:
     net = lower(shortcut_graph())
     # A real Lava compile failure: no ProcessModel carries this tag.
     with pytest.raises(LavaRunError, match="Lava failed on sample 0: AssertionError.*no_such_tag"):
@@ -115,14 +92,14 @@ def test_lowering_refuses_what_lava_would_fail_on_at_run_time() -> None:
                     weight_exp=0, delay=64)
 
 
-def test_synops_equal_a_hand_count() -> None:
+def test_synops_equal_a_hand_count(lif_node) -> None:
     """2 graded inputs → 3 neurons → 2 neurons, counted by hand."""
     nodes = {
         "input": nir.Input(input_type={"input": np.array([2])}),
         "a": nir.Linear(weight=np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])),
-        "l": lif(3, v_th=0.05),
+        "l": lif_node(3, v_th=0.05),
         "b": nir.Linear(weight=np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])),
-        "m": lif(2),
+        "m": lif_node(2),
         "output": nir.Output(output_type={"output": np.array([2])}),
     }
     edges = [("input", "a"), ("a", "l"), ("l", "b"), ("b", "m"), ("m", "output")]

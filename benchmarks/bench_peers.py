@@ -1,0 +1,129 @@
+"""Issue #8 (5): an equivalent small spiking MLP in a peer library vs lrfdyn's training forward.
+
+The network is the demo MLP (64 → 128 → 128 → 10, T = 8, batch 256, Spikformer LIF
+``v ← v/2 + x/2`` with hard reset to 0, threshold 1). In snnTorch it is
+``Linear → Leaky(beta=0.5, reset_mechanism="zero")`` per layer with the weights of the
+lrfdyn model halved (snnTorch adds the full input, lrfdyn adds x/τ), so both compute the
+same spikes; the forward runs with autograd on, as in training. Baseline: lrfdyn.
+
+Peers are installed only for the benchmark, from ``requirements-peers.txt`` with
+``--no-deps`` (``ensure_peers``), and only if that leaves torch and numpy untouched.
+Norse is not installed: one peer is enough for the comparison, and norse 1.1.0's
+compatibility with the venv's torch 2.14 was not checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+from importlib import metadata
+
+import torch
+
+from common import BENCH_DIR, PYTHON, Row, measure_interleaved, set_threads
+
+BATCH = 256
+
+
+def ensure_peers() -> dict[str, str]:
+    """Install the peers of ``requirements-peers.txt`` with ``--no-deps`` when missing.
+
+    Returns ``{package: "ok <version>" | reason}``. Skipped with LRFDYN_BENCH_NO_INSTALL=1.
+    """
+    status: dict[str, str] = {}
+    if importlib.util.find_spec("snntorch") is None:
+        if os.environ.get("LRFDYN_BENCH_NO_INSTALL") == "1":
+            return {"snntorch": "not installed (LRFDYN_BENCH_NO_INSTALL=1)"}
+        before = {p: metadata.version(p) for p in ("torch", "numpy")}
+        proc = subprocess.run(
+            [PYTHON, "-m", "pip", "install", "-q", "--no-deps", "-r",
+             str(BENCH_DIR / "requirements-peers.txt")],
+            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        after = {p: metadata.version(p) for p in ("torch", "numpy")}
+        if proc.returncode != 0:
+            return {"snntorch": f"pip install failed: {proc.stderr.strip()[-200:]}"}
+        if before != after:
+            return {"snntorch": f"install changed {before} → {after}; not used"}
+        importlib.invalidate_caches()
+    try:
+        import snntorch  # noqa: F401
+
+        status["snntorch"] = f"ok {metadata.version('snntorch')}"
+    except Exception as exc:  # noqa: BLE001
+        status["snntorch"] = f"import failed: {type(exc).__name__}: {exc}"
+    return status
+
+
+def _snntorch_mlp(lrf_model: torch.nn.Module):
+    import snntorch as snn
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            lins = [m for m in lrf_model.layers if isinstance(m, nn.Linear)]
+            self.fcs = nn.ModuleList()
+            for lin in lins:
+                fc = nn.Linear(lin.in_features, lin.out_features)
+                with torch.no_grad():
+                    fc.weight.copy_(lin.weight / 2)
+                    fc.bias.copy_(lin.bias / 2)
+                self.fcs.append(fc)
+            self.lifs = nn.ModuleList(
+                snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero") for _ in lins)
+            self.steps = lrf_model.cfg.timesteps
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x0 = images.flatten(1)
+            mems = [lif.reset_mem() for lif in self.lifs]
+            out = []
+            for _ in range(self.steps):
+                x = x0
+                for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
+                    x, mems[i] = lif(fc(x), mems[i])
+                out.append(x)
+            return torch.stack(out)
+
+    return Net()
+
+
+def run(quick: bool = False) -> tuple[list[Row], dict]:
+    set_threads()
+    status = ensure_peers()
+    from lrfdyn.train.models import build_model
+
+    torch.manual_seed(0)
+    ours = build_model("mlp", {"in_features": 64, "hidden": [128, 128], "num_classes": 10,
+                               "timesteps": 8})
+    images = torch.rand(BATCH, 1, 8, 8)
+    rows: list[Row] = []
+    if not status["snntorch"].startswith("ok"):
+        rows.append(Row(group="peers", name="snnTorch spiking MLP forward", value=None,
+                        unit="s", target="optional peer", met=None,
+                        reason=f"skipped: {status['snntorch']}"))
+    else:
+        peer = _snntorch_mlp(ours)
+        with torch.no_grad():
+            a, _ = ours(images)
+            b = peer(images)
+        agree = float((a == b).float().mean())
+        t = measure_interleaved({"ours": lambda: ours(images)[0].sum(),
+                                 "peer": lambda: peer(images).sum()}, repeats=7)
+        rows.append(Row(
+            group="peers", name=f"snnTorch {status['snntorch'][3:]} MLP 64-128-128-10, T=8, "
+            f"batch {BATCH}, forward (autograd on)", value=t["peer"], unit="s",
+            baseline_name="lrfdyn SpikingMLP forward", baseline=t["ours"],
+            ratio=t["peer"]["median"] / t["ours"]["median"], ratio_label="snnTorch / lrfdyn",
+            target="informational",
+            extra={"spike_agreement": agree}))
+    rows.append(Row(group="peers", name="Norse spiking MLP forward", value=None, unit="s",
+                    target="optional peer", met=None,
+                    reason="skipped: not attempted (one peer suffices for #8; norse 1.1.0's "
+                           "compatibility with torch 2.14 was not checked)"))
+    return rows, {"peers": status}
+
+
+if __name__ == "__main__":
+    for r in run()[0]:
+        print(r.name, r.value and r.value["median"], r.ratio, r.extra, r.reason)

@@ -206,9 +206,16 @@ def dense_accumulate(
     ``x`` holds binary spikes or graded (integer) payloads, with the input axis last
     (a batch of vectors is allowed).
     """
-    w = dense_effective_weights(weights)
+    return accumulate(dense_effective_weights(weights), x, weight_exp)
+
+
+def accumulate(
+    effective: np.ndarray | sp.spmatrix, x: np.ndarray, weight_exp: int = 0
+) -> np.ndarray:
+    """``shift(W·x, weight_exp)`` for weights already passed through
+    :func:`dense_effective_weights` (so a caller stepping many times clips once)."""
     x = np.asarray(x, dtype=np.int64)
-    return shift(np.asarray((w @ x.T).T, dtype=np.int64), weight_exp)
+    return shift(np.asarray((effective @ x.T).T, dtype=np.int64), weight_exp)
 
 
 # ---------------------------------------------------------------- quantization

@@ -39,15 +39,17 @@ def run_reference(
     batch = x.shape[0]
     state = {g: fixed.LifState.zeros((batch, grp.size)) for g, grp in net.groups.items()}
     spikes = {g: np.zeros((batch, steps, grp.size), bool) for g, grp in net.groups.items()}
-    incoming = {g: net.incoming(g) for g in net.groups}
+    # Lava clips and truncates each weight matrix once, on its first step; so does this.
+    incoming = {g: [(syn, fixed.dense_effective_weights(syn.weights))
+                    for syn in net.incoming(g)] for g in net.groups}
     zero = np.zeros_like(x)
     on = np.ones((batch, 1), np.int64)
     for t in range(steps):
         current = {net.input.name: x if t < net.input.timesteps else zero, BIAS_SOURCE: on}
         for g, grp in net.groups.items():
             a_in = np.zeros((batch, grp.size), np.int64)
-            for syn in incoming[g]:
-                a_in += fixed.dense_accumulate(syn.weights, current[syn.src], syn.weight_exp)
+            for syn, effective in incoming[g]:
+                a_in += fixed.accumulate(effective, current[syn.src], syn.weight_exp)
             s, state[g] = fixed.lif_step(state[g], a_in, grp.params)
             spikes[g][:, t] = s
             current[g] = s

@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.lrfdyn-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install demo test test-all bench clean
 
 install: $(STAMP)
 

@@ -108,7 +108,14 @@ def bar_per_layer(names: Sequence[str], values: Sequence[float], path: str | os.
     ax.set_title(title)
     ax.grid(axis="y", color="0.92")
     ax.set_axisbelow(True)
+    _slant_long_labels(ax, names)
     return save_png(fig, path)
+
+
+def _slant_long_labels(ax: plt.Axes, names: Sequence[str]) -> None:
+    """Transformer layer names ("blocks.0.attn.attn_lif") overlap when set upright."""
+    if max(len(n) for n in names) > 9:
+        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
 
 
 def memory_comparison(groups: Sequence[str], series: dict[str, Sequence[float]],
@@ -135,6 +142,7 @@ def memory_comparison(groups: Sequence[str], series: dict[str, Sequence[float]],
                       color=_COLORS[i % len(_COLORS)])
         ax.bar_label(bars, [f"{b:,.1f}" for b in v], fontsize=7, padding=2)
     ax.set_xticks(x, list(groups))
+    _slant_long_labels(ax, groups)
     ax.set_ylabel(f"memory ({unit})")
     ax.set_xlabel("layer")
     ax.set_title(title)

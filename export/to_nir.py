@@ -30,6 +30,7 @@ from lrfdyn.io import write_with
 from lrfdyn.train.models.layers import LIF
 from lrfdyn.train.models.mlp import SpikingMLP
 from lrfdyn.train.units import DT, tau_to_seconds
+from lrfdyn.registry import registrar
 
 #: The input receives 8-bit pixels divided by this, every step (direct encoding).
 INPUT_LEVELS = 255
@@ -54,12 +55,7 @@ Exporter = Callable[[GraphBuilder, nn.Module, str, str], str]
 EXPORTERS: dict[type, Exporter] = {}
 
 
-def register(module_type: type) -> Callable[[Exporter], Exporter]:
-    def deco(fn: Exporter) -> Exporter:
-        EXPORTERS[module_type] = fn
-        return fn
-
-    return deco
+register = registrar(EXPORTERS)
 
 
 def export_module(g: GraphBuilder, module: nn.Module, name: str, src: str) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lrfdyn.errors import UnsupportedNodeError, ValidationError
+from lrfdyn.registry import registrar
 
 
 @dataclass(eq=False)
@@ -70,12 +71,7 @@ MatrixBuilder = Callable[[nir.NIRNode, tuple[int, ...]], LinearMap]
 MATRIX_BUILDERS: dict[type, MatrixBuilder] = {}
 
 
-def register(node_type: type) -> Callable[[MatrixBuilder], MatrixBuilder]:
-    def deco(fn: MatrixBuilder) -> MatrixBuilder:
-        MATRIX_BUILDERS[node_type] = fn
-        return fn
-
-    return deco
+register = registrar(MATRIX_BUILDERS)
 
 
 def linear_map(node: nir.NIRNode, in_shape: tuple[int, ...], name: str) -> LinearMap:

@@ -44,6 +44,7 @@ import scipy.sparse as sp
 from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError, ValidationError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.linear import MATRIX_BUILDERS, Expression, linear_map
+from lrfdyn.registry import registrar
 
 #: Lowering format version, recorded in reports.
 LOWERING_VERSION = 1
@@ -201,12 +202,7 @@ NeuronLowering = Callable[[Any, float, str], dict[str, Any]]
 NEURON_LOWERINGS: dict[type, NeuronLowering] = {}
 
 
-def register_neuron(node_type: type) -> Callable[[NeuronLowering], NeuronLowering]:
-    def deco(fn: NeuronLowering) -> NeuronLowering:
-        NEURON_LOWERINGS[node_type] = fn
-        return fn
-
-    return deco
+register_neuron = registrar(NEURON_LOWERINGS)
 
 
 def _uniform(name: str, field_name: str, values: Any) -> float:

@@ -174,11 +174,17 @@ def cmd_export(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- simulate
 
 
-def _simulate_args(p: argparse.ArgumentParser) -> None:
+def _graph_and_data_args(p: argparse.ArgumentParser, samples: int) -> None:
+    """The NIR file and the test samples to run it on (simulate, profile, deploy)."""
     p.add_argument("nir_file", help="NIR graph written by `lrfdyn export`")
     p.add_argument("--data", help="data set (default: the one the model was trained on)")
-    p.add_argument("--data-dir")
-    p.add_argument("--samples", type=int, default=100, help="test samples to run (default 100)")
+    p.add_argument("--data-dir", help="folder holding the data set's standard files")
+    p.add_argument("--samples", type=int, default=samples,
+                   help=f"test samples to run (default {samples})")
+
+
+def _simulate_args(p: argparse.ArgumentParser) -> None:
+    _graph_and_data_args(p, samples=100)
     p.add_argument("--no-lava", action="store_true",
                    help="run only the integer reference (counts without Lava)")
     p.add_argument("--report", help="also write the JSON report to this file")
@@ -205,13 +211,10 @@ def cmd_simulate(a: argparse.Namespace) -> int:
 
 
 def _deploy_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("nir_file")
     p.add_argument("--dry-run", action="store_true",
                    help="only map the network onto Loihi 2 cores and print it (no hardware "
                         "needed); exit 1 if it does not fit one chip")
-    p.add_argument("--data", help="data set (default: the one the model was trained on)")
-    p.add_argument("--data-dir")
-    p.add_argument("--samples", type=int, default=100, help="test samples to run (default 100)")
+    _graph_and_data_args(p, samples=100)
 
 
 @command("deploy", "run on Loihi 2 hardware (needs lava-loihi and a Loihi 2 system)")
@@ -252,10 +255,7 @@ def cmd_deploy(a: argparse.Namespace) -> int:
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("nir_file", help="NIR graph written by `lrfdyn export`")
-    p.add_argument("--data", help="data set (default: the one the model was trained on)")
-    p.add_argument("--data-dir")
-    p.add_argument("--samples", type=int, default=20, help="test samples to run (default 20)")
+    _graph_and_data_args(p, samples=20)
     p.add_argument("--fast", action="store_true",
                    help="count on the integer reference instead of Lava (identical counts)")
     p.add_argument("--sample", type=int, default=0, help="sample drawn in the raster (default 0)")

@@ -46,7 +46,7 @@ from lrfdyn.loihi import fixed
 from lrfdyn.loihi.linear import MATRIX_BUILDERS, Expression, linear_map
 from lrfdyn.registry import registrar
 
-#: Lowering format version, recorded in reports.
+#: Lowering format version, recorded in simulate reports and netx files.
 LOWERING_VERSION = 1
 #: Name of the always-on source that carries biases (a spike every step).
 BIAS_SOURCE = "bias"

@@ -64,7 +64,7 @@ def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
 
 
 def held_out_samples(graph: nir.NIRGraph, data: str | None, data_dir: str | None,
-                 samples: int) -> tuple[np.ndarray, np.ndarray, str]:
+                     samples: int) -> tuple[np.ndarray, np.ndarray, str]:
     """The first ``samples`` test images (8-bit) and labels of the graph's data set."""
     name = data or str(graph.metadata.get("dataset", "digits"))
     ds = load_dataset(name, data_dir, seed=int(graph.metadata.get("seed", 0)))

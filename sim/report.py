@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
+from lrfdyn.loihi.lower import BIAS_SOURCE, LOWERING_VERSION, LoweredNetwork
 
 
 @dataclass
@@ -72,6 +72,7 @@ class SimReport:
     first_mismatch: Mismatch | None = None
     timings: dict[str, float] = field(default_factory=dict)
     quantization: list[dict[str, Any]] = field(default_factory=list)
+    lowering_version: int = LOWERING_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

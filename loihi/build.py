@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,8 +159,11 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
         recordings[name] = open_recording(path, total, net.groups[name].size)
         recorders[name] = SpikeRecorder(shape=(net.groups[name].size,), steps=total, path=path)
         lif.s_out.connect(recorders[name].a_in)
-    return LavaNetwork(source, bias, lifs, synapses, recorders, recordings, steps, drain,
-                       folder)
+    lava_net = LavaNetwork(source, bias, lifs, synapses, recorders, recordings, steps, drain,
+                           folder)
+    # Callers that never run or close the network still leave nothing in /dev/shm.
+    weakref.finalize(lava_net, shutil.rmtree, folder, True)
+    return lava_net
 
 
 def _synapse_process(s: SynapseSpec) -> AbstractProcess:

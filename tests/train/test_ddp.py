@@ -26,7 +26,6 @@ def _torchrun(out: Path, config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
 
-@pytest.mark.slow  # ~25 s: three interpreter start-ups and two short trainings
 def test_ddp_two_ranks_take_disjoint_shards_and_train(tmp_path: Path) -> None:
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps(TRAIN))

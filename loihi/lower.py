@@ -168,11 +168,6 @@ class LoweredNetwork:
     def incoming(self, group: str) -> list[SynapseSpec]:
         return [s for s in self.synapses if s.dst == group]
 
-    def source_size(self, name: str) -> int:
-        if name == BIAS_SOURCE:
-            return 1
-        return self.input.size if name == self.input.name else self.groups[name].size
-
     @property
     def has_bias(self) -> bool:
         return any(s.src == BIAS_SOURCE for s in self.synapses)

@@ -115,3 +115,28 @@ def test_synops_equal_a_hand_count(lif_node) -> None:
     l_counts = spikes["l"][:, :4].sum(axis=(0, 1))
     assert l_counts[0] > 0 and l_counts[1] > 0 and l_counts[2] == 0
     assert per_group["m"] == int(l_counts @ np.array([1, 2, 1]))
+
+
+def test_drain_returns_every_state_to_zero_and_is_sized_by_the_slowest_decay() -> None:
+    from lrfdyn.loihi.build import steps_to_zero
+
+    assert steps_to_zero(2048) == 24  # halving 2^23 reaches 0 after 24 steps
+    assert steps_to_zero(4095) == 2 and steps_to_zero(0) is None
+
+
+def test_networks_that_cannot_drain_are_reset_and_stay_exact(make_shortcut_graph) -> None:
+    from lrfdyn.loihi.build import build_lava, drain_steps
+
+    graph = make_shortcut_graph(seed=5)
+    # tau of 10,000 steps rounds to dv = 0: v never decays, so no drain can clear it.
+    graph.nodes["l1"].tau[:] = 10.0
+    net = lower(graph)
+    assert net.groups["l1"].params.dv == 0 and drain_steps(net) == 0
+    x = np.random.default_rng(8).integers(0, 256, (3, 12))
+    run = run_lava(net, x)
+    ref = run_reference(net, x, net.steps_per_sample())
+    _, first = first_mismatches(run.spikes, ref, net)
+    assert first is None, first
+    alone = run_lava(net, x[2:]).spikes
+    assert all(np.array_equal(run.spikes[g][2], alone[g][0]) for g in net.groups)
+    assert build_lava(net, x[:1]).drain == 0

@@ -39,7 +39,7 @@ from lrfdyn.io import write_json, write_text
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
 from lrfdyn.loihi.resources import ResourceMap, layer_bits, map_to_cores
 from lrfdyn.sim import energy
-from lrfdyn.sim.reference import run_reference
+from lrfdyn.sim.reference import check_samples, run_reference
 from lrfdyn.sim.report import count_synops, memory_bits
 
 #: Format version of ``profile.json``.
@@ -201,13 +201,8 @@ def profile(
         on_sample: called with the sample index after each Lava sample (progress).
         hardware: run on Loihi 2 (:func:`run_loihi2`); needs lava-loihi and a chip.
     """
-    x = np.asarray(x, np.int64)
+    x = check_samples(net, x)
     y = np.asarray(y)
-    if x.ndim != 2 or x.shape[1] != net.input.size:
-        raise ValidationError(
-            f"samples have shape {x.shape[1:]}, but the network's input has {net.input.size} "
-            "values; pick the data set the model was trained on (--data)"
-        )
     if len(y) != len(x) or len(x) < 1:
         raise ValidationError(f"{len(x)} samples but {len(y)} labels; need at least one each")
     t_in = net.input.timesteps

@@ -30,11 +30,7 @@ def run_reference(
     Returns:
         Boolean spikes of every group, shape (B, steps, group_size), by group name.
     """
-    x = np.asarray(x, dtype=np.int64)
-    if x.ndim != 2 or x.shape[1] != net.input.size:
-        raise ValidationError(
-            f"reference input must be (batch, {net.input.size}), got {x.shape}"
-        )
+    x = check_samples(net, x)
     steps = net.input.timesteps if steps is None else steps
     batch = x.shape[0]
     state = {g: fixed.LifState.zeros((batch, grp.size)) for g, grp in net.groups.items()}
@@ -54,6 +50,17 @@ def run_reference(
             spikes[g][:, t] = s
             current[g] = s
     return spikes
+
+
+def check_samples(net: LoweredNetwork, x: np.ndarray) -> np.ndarray:
+    """``x`` as int64 (N, input_size), or one clear error if it does not fit the network."""
+    x = np.asarray(x, dtype=np.int64)
+    if x.ndim != 2 or x.shape[1] != net.input.size:
+        raise ValidationError(
+            f"samples have shape {x.shape[1:]}, but the network's input has {net.input.size} "
+            "values; pick the data set the model was trained on (--data)"
+        )
+    return x
 
 
 def readout(spikes: np.ndarray, timesteps: int) -> np.ndarray:

@@ -10,9 +10,9 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from lrfdyn.errors import NIRFileError, ValidationError
+from lrfdyn.errors import NIRFileError
 from lrfdyn.loihi.lower import LoweredNetwork, lower
-from lrfdyn.sim.reference import readout, run_reference
+from lrfdyn.sim.reference import check_samples, readout, run_reference
 from lrfdyn.sim.report import (
     LayerStats,
     SimReport,
@@ -53,12 +53,7 @@ def simulate(
 
     With ``use_lava=False`` only the reference runs (for counting without Lava).
     """
-    x = np.asarray(x, np.int64)
-    if x.ndim != 2 or x.shape[1] != net.input.size:
-        raise ValidationError(
-            f"samples have shape {x.shape[1:]}, but the network's input has {net.input.size} "
-            "values; pick the data set the model was trained on (--data)"
-        )
+    x = check_samples(net, x)
     steps = net.steps_per_sample()
     t_in = net.input.timesteps
     t0 = time.perf_counter()

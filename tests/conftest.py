@@ -39,6 +39,29 @@ def _shortcut_graph(seed: int = 0) -> nir.NIRGraph:
         "dt": 1e-3, "timesteps": T, "input_levels": 255})
 
 
+def _hand_graph() -> nir.NIRGraph:
+    """2 graded inputs → a (3×2) → l (3 LIF) → b (2×3) → m (2 LIF), T = 4, no biases.
+
+    Small enough to count SynOps by hand: the fan-outs are a: [2, 1], b: [1, 2, 1].
+    """
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2])}),
+        "a": nir.Linear(weight=np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])),
+        "l": _lif(3, v_th=0.05),
+        "b": nir.Linear(weight=np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])),
+        "m": _lif(2),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    edges = [("input", "a"), ("a", "l"), ("l", "b"), ("b", "m"), ("m", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges,
+                        metadata={"dt": 1e-3, "timesteps": 4, "input_levels": 255})
+
+
+@pytest.fixture()
+def hand_graph() -> nir.NIRGraph:
+    return _hand_graph()
+
+
 @pytest.fixture()
 def lif_node():
     """Factory of NIR LIF nodes (tau in steps at dt = 1 ms)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 
-import nir
 import numpy as np
 import pytest
 
@@ -18,26 +17,6 @@ from lrfdyn.sim.report import memory_bits
 from lrfdyn.sim.simulate import read_graph
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _lif(n: int, tau_steps: float = 2.0, v_th: float = 1.0) -> nir.LIF:
-    return nir.LIF(tau=np.full(n, tau_steps * 1e-3), r=np.ones(n), v_leak=np.zeros(n),
-                   v_threshold=np.full(n, v_th), v_reset=np.zeros(n))
-
-
-def hand_graph() -> nir.NIRGraph:
-    """2 graded inputs → a (3×2) → l (3 LIF) → b (2×3) → m (2 LIF), T = 4, no biases."""
-    nodes = {
-        "input": nir.Input(input_type={"input": np.array([2])}),
-        "a": nir.Linear(weight=np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])),
-        "l": _lif(3, v_th=0.05),
-        "b": nir.Linear(weight=np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])),
-        "m": _lif(2),
-        "output": nir.Output(output_type={"output": np.array([2])}),
-    }
-    edges = [("input", "a"), ("a", "l"), ("l", "b"), ("b", "m"), ("m", "output")]
-    return nir.NIRGraph(nodes=nodes, edges=edges,
-                        metadata={"dt": 1e-3, "timesteps": 4, "input_levels": 255})
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +50,8 @@ def test_lava_and_fast_give_identical_counts(digits_net) -> None:
     assert multiprocessing.active_children() == []
 
 
-def test_synops_macs_and_memory_equal_a_hand_count() -> None:
-    net = lower(hand_graph())
+def test_synops_macs_and_memory_equal_a_hand_count(hand_graph) -> None:
+    net = lower(hand_graph)
     x = np.array([[200, 0], [0, 0]])
     rep = profile(net, x, np.array([0, 1]), fast=True)
     layers = {la.name: la for la in rep.layers}

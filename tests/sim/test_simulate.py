@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 
-import nir
 import numpy as np
 import pytest
 
@@ -92,19 +91,9 @@ def test_lowering_refuses_what_lava_would_fail_on_at_run_time() -> None:
                     weight_exp=0, delay=64)
 
 
-def test_synops_equal_a_hand_count(lif_node) -> None:
+def test_synops_equal_a_hand_count(hand_graph) -> None:
     """2 graded inputs → 3 neurons → 2 neurons, counted by hand."""
-    nodes = {
-        "input": nir.Input(input_type={"input": np.array([2])}),
-        "a": nir.Linear(weight=np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])),
-        "l": lif_node(3, v_th=0.05),
-        "b": nir.Linear(weight=np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])),
-        "m": lif_node(2),
-        "output": nir.Output(output_type={"output": np.array([2])}),
-    }
-    edges = [("input", "a"), ("a", "l"), ("l", "b"), ("b", "m"), ("m", "output")]
-    graph = nir.NIRGraph(nodes=nodes, edges=edges,
-                         metadata={"dt": 1e-3, "timesteps": 4, "input_levels": 255})
+    graph = hand_graph
     net = lower(graph)
     x = np.array([[200, 0], [0, 0]])
     spikes = run_reference(net, x)

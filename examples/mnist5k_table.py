@@ -80,9 +80,16 @@ def run_one(out: Path, variant: str, seed: int, epochs: int, batch_size: int,
                       epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out=str(folder))
     start = time.perf_counter()
     res = train(cfg, progress=False)
+    seconds = time.perf_counter() - start
     result = {"variant": variant, "seed": seed, "epochs": epochs,
-              "test_accuracy": res.float_accuracy, "seconds": time.perf_counter() - start,
+              "test_accuracy": res.float_accuracy, "seconds": seconds,
               "history": res.history, "checkpoint": str(res.checkpoint)}
+    if cfg.model["attention"] == "lrf_dyn":
+        # Only LRF-Dyn exports to NIR, so only it has a Loihi-integer accuracy.
+        from lrfdyn.pipeline import checkpoint_to_nir, quantized_accuracy
+
+        result["quantized_accuracy"] = quantized_accuracy(
+            checkpoint_to_nir(res.checkpoint), "mnist5k", None, cfg.split_seed)
     write_json(result_path, result)
     return result
 
@@ -103,6 +110,10 @@ def summarize(out: Path, variants: list[str], seeds: list[int]) -> dict[str, Any
             "seconds_per_run": statistics.fmean(r["seconds"] for r in runs),
             "epochs": runs[0]["epochs"],
         }
+        if all("quantized_accuracy" in r for r in runs):
+            q = [r["quantized_accuracy"] for r in runs]
+            rows[v]["quantized"] = q
+            rows[v]["quantized_gap_max"] = max(abs(a - b) for a, b in zip(accs, q))
     return rows
 
 
@@ -125,14 +136,18 @@ def markdown(rows: dict[str, Any]) -> str:
     With the analysis, entropy (nats) and distance (grid steps) of the first seed's
     checkpoint follow, averaged over layers.
     """
-    lines = ["| variant | test acc. (%) | seeds | epochs | s / run | entropy | distance |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | test acc. (%) | Loihi-int acc. (%) | seeds | epochs | s / run "
+             "| entropy | distance |",
+             "|---|---|---|---|---|---|---|---|"]
     for v, r in rows.items():
         acc = f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if len(r["seeds"]) > 1 \
             else f"{100 * r['mean']:.2f}"
         loc = r.get("locality")
         ent, dist = (f"{loc['entropy']:.2f}", f"{loc['distance']:.2f}") if loc else ("", "")
-        lines.append(f"| {v} | {acc} | {len(r['seeds'])} | {r['epochs']} | "
+        q = r.get("quantized")
+        qacc = "" if not q else (f"{100 * statistics.fmean(q):.2f} ± {100 * statistics.stdev(q):.2f}"
+                                 if len(q) > 1 else f"{100 * q[0]:.2f}")
+        lines.append(f"| {v} | {acc} | {qacc} | {len(r['seeds'])} | {r['epochs']} | "
                      f"{r['seconds_per_run']:.0f} | {ent} | {dist} |")
     return "\n".join(lines)
 

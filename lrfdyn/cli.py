@@ -76,7 +76,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     q_acc: float | None
     try:
         q_acc = quantized_accuracy(checkpoint_to_nir(result.checkpoint), cfg.data,
-                                   cfg.data_dir, cfg.seed)
+                                   cfg.data_dir, cfg.split_seed)
         q_note = ""
     except UnsupportedNodeError as exc:  # e.g. attention blocks NIR cannot express yet
         q_acc, q_note = None, f"not available: {exc}"

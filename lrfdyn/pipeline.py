@@ -42,7 +42,8 @@ def checkpoint_to_nir(checkpoint: str | os.PathLike[str]) -> nir.NIRGraph:
     shape = tuple(int(v) for v in (recorded or load_dataset(data_name).image_shape))
     graph = model_to_nir(model, shape, int(ckpt.config["timesteps"]))
     graph.metadata["dataset"] = data_name
-    graph.metadata["seed"] = int(ckpt.extra.get("seed", 0))
+    # The split seed picks the held-out set; checkpoints before it existed split by ``seed``.
+    graph.metadata["split_seed"] = int(ckpt.extra.get("split_seed", ckpt.extra.get("seed", 0)))
     return graph
 
 
@@ -67,7 +68,8 @@ def held_out_samples(graph: nir.NIRGraph, data: str | None, data_dir: str | None
                      samples: int) -> tuple[np.ndarray, np.ndarray, str]:
     """The first ``samples`` test images (8-bit) and labels of the graph's data set."""
     name = data or str(graph.metadata.get("dataset", "digits"))
-    ds = load_dataset(name, data_dir, seed=int(graph.metadata.get("seed", 0)))
+    split = graph.metadata.get("split_seed", graph.metadata.get("seed", 0))
+    ds = load_dataset(name, data_dir, seed=int(split))
     n = min(samples, len(ds.x_test))
     if n < 1:
         raise ValidationError(f"--samples must be at least 1, got {samples}")

@@ -62,6 +62,9 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-2
     seed: int = 0
+    #: Seed of the bundled data sets' train/test split, kept apart from ``seed`` so that
+    #: runs over several training seeds are scored on one and the same test set.
+    split_seed: int = 0
     logit_scale: float = 1.0
     qat_epochs: int = 0
     out: str = "runs/train"
@@ -244,7 +247,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
 
     ddp = _Distributed()
     seed_everything(cfg.seed)
-    data: Dataset = load_dataset(cfg.data, cfg.data_dir, seed=cfg.seed)
+    data: Dataset = load_dataset(cfg.data, cfg.data_dir, seed=cfg.split_seed)
     model = build_model(cfg.arch, {**data_defaults(cfg.arch, data), **cfg.model})
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(data.x_train) // ddp.world / cfg.batch_size)
@@ -313,7 +316,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 save_checkpoint(
                     ckpt_path, model, cfg.arch, epoch=epoch + 1, optimizer=opt.state_dict(),
                     scheduler=sched.state_dict(), history=history, rng=torch.get_rng_state(),
-                    data=cfg.data, seed=cfg.seed, image_shape=list(data.image_shape),
+                    data=cfg.data, seed=cfg.seed, split_seed=cfg.split_seed, image_shape=list(data.image_shape),
                 )
     history = ddp.broadcast(history)
     ddp.close()

@@ -26,6 +26,7 @@ from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIF
 
 from lrfdyn.loihi import fixed
+from lrfdyn.loihi.dendritic import DendriticBlock
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, SynapseSpec
 from lrfdyn.loihi.recorder import SpikeRecorder, open_recording
 
@@ -190,3 +191,73 @@ def reset_state(lava_net: LavaNetwork) -> None:
         lif.v.set(np.zeros(lif.v.shape, np.int32))
     for conn in lava_net.synapses.values():
         conn.a_buff.set(np.zeros(conn.a_buff.shape, np.int32))
+
+
+# ---------------------------------------------------------------- dendritic streams
+
+
+@dataclass(eq=False)
+class LavaStreams:
+    """The Lava processes of one streamed LRF-Dyn block (see :mod:`lrfdyn.loihi.dendritic`)."""
+
+    sources: dict[str, Source]
+    neurons: dict[str, AbstractProcess]
+    synapses: dict[str, AbstractProcess]
+    recordings: dict[str, np.memmap]
+    folder: Path
+
+    @property
+    def runner(self) -> AbstractProcess:
+        return next(iter(self.sources.values()))
+
+    def close(self) -> None:
+        self.recordings.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def build_streams(block: DendriticBlock, data: dict[str, np.ndarray]) -> LavaStreams:
+    """Processes that run the token streams whose source data is ``data``.
+
+    ``data`` maps each source to ``(S, L, size)`` values, as
+    :func:`lrfdyn.sim.dendritic.source_data` lays them out.
+    """
+    from lava.proc.graded.process import GradedVec
+    from lava.proc.prodneuron.process import ProdNeuron
+
+    from lrfdyn.loihi.compartment import DendriteCompartments
+    from lrfdyn.loihi.dendritic import COMPARTMENTS, PROD
+
+    total = next(iter(data.values())).shape[0] * block.stream_steps
+    sources = {name: Source(data=v.reshape(total, -1).T.astype(np.int32).copy())
+               for name, v in data.items()}
+    neurons: dict[str, AbstractProcess] = {}
+    for name, size in block.sizes().items():
+        if name == COMPARTMENTS:
+            neurons[name] = DendriteCompartments(
+                shape=(size,), dv=block.dv, reset_interval=block.stream_steps, reset_phase=1,
+                name=f"{block.name}.{name}")
+        elif name.startswith(PROD + "."):
+            neurons[name] = ProdNeuron(shape=(size,), vth=0, exp=0)
+        else:
+            neurons[name] = GradedVec(shape=(size,), vth=0, exp=0)  # stock: takes no name
+    synapses: dict[str, AbstractProcess] = {}
+    for la in block.layers:
+        spec = SynapseSpec(name=f"{block.name}.{la.name}", src=la.src, dst=la.dst,
+                           weights=la.weights, weight_exp=la.weight_exp, delay=la.delay,
+                           num_message_bits=la.num_message_bits)
+        conn = _synapse_process(spec)
+        src = sources[la.src] if la.src in sources else neurons[la.src]
+        src.s_out.connect(conn.s_in)
+        conn.a_out.connect(getattr(neurons[la.dst], la.port))
+        synapses[la.name] = conn
+    folder = _recording_folder()
+    recordings = {}
+    for i, (name, proc) in enumerate(neurons.items()):
+        path = str(folder / f"stream{i}.int32")
+        size = block.sizes()[name]
+        recordings[name] = open_recording(path, total, size, graded=True)
+        recorder = SpikeRecorder(shape=(size,), steps=total, path=path, graded=True)
+        proc.s_out.connect(recorder.a_in)
+    streams = LavaStreams(sources, neurons, synapses, recordings, folder)
+    weakref.finalize(streams, shutil.rmtree, folder, True)
+    return streams

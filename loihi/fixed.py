@@ -173,6 +173,24 @@ def lif_step(
     return spikes, LifState(u, np.where(spikes, 0, v))
 
 
+def compartment_step(
+    state: LifState, a_in: np.ndarray, dv: np.ndarray | int, reset: bool = False
+) -> tuple[np.ndarray, LifState]:
+    """One dendritic compartment: the CUBA update of :func:`lif_step` without a threshold.
+
+    u (du = 4095, so it forgets) carries this step's input and v, leaking by ``dv``,
+    integrates it; v itself is the graded output, every step. ``reset`` zeroes u and v
+    and drops the step's input (the compartment sends 0): how a stream starts afresh.
+    """
+    if reset:
+        zero = np.zeros_like(np.asarray(state.v, dtype=np.int64))
+        return zero, LifState(zero, zero.copy())
+    a_in = np.asarray(a_in, dtype=np.int64)
+    u = wrap_current(a_in << ACT_SHIFT)  # decay(u, du + 1 = 4096) is 0
+    v = clip_voltage(decay(state.v, dv) + u)
+    return v, LifState(u, v)
+
+
 # ---------------------------------------------------------------- synapses
 
 

@@ -24,10 +24,14 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 
 class SpikeRecorder(AbstractProcess):
-    """Records ``a_in != 0`` of every step into ``path``: bool array (steps, size)."""
+    """Records ``a_in != 0`` of every step into ``path``: bool array (steps, size).
 
-    def __init__(self, *, shape: tuple[int, ...], steps: int, path: str) -> None:
-        super().__init__(shape=shape, steps=steps, path=path)
+    With ``graded=True`` it records the payloads themselves (int32).
+    """
+
+    def __init__(self, *, shape: tuple[int, ...], steps: int, path: str,
+                 graded: bool = False) -> None:
+        super().__init__(shape=shape, steps=steps, path=path, graded=graded)
         self.a_in = InPort(shape=shape)
 
 
@@ -40,17 +44,23 @@ class PySpikeRecorderModel(PyLoihiProcessModel):
     def __init__(self, proc_params) -> None:  # noqa: ANN001  (Lava's signature)
         super().__init__(proc_params)
         size = int(np.prod(proc_params["shape"]))
-        self._out = np.memmap(proc_params["path"], dtype=bool, mode="r+",
+        self._graded = bool(proc_params.get("graded", False))
+        self._out = np.memmap(proc_params["path"], dtype=_dtype(self._graded), mode="r+",
                               shape=(int(proc_params["steps"]), size))
 
     def run_spk(self) -> None:
         row = (self.time_step - 1) % self._out.shape[0]
-        self._out[row] = self.a_in.recv().ravel() != 0
+        data = self.a_in.recv().ravel()
+        self._out[row] = data if self._graded else data != 0
 
 
-def open_recording(path: str, steps: int, size: int) -> np.memmap:
+def _dtype(graded: bool) -> type:
+    return np.int32 if graded else bool
+
+
+def open_recording(path: str, steps: int, size: int, graded: bool = False) -> np.memmap:
     """Create the zeroed file a :class:`SpikeRecorder` writes into, and map it for reading."""
-    return np.memmap(path, dtype=bool, mode="w+", shape=(steps, size))
+    return np.memmap(path, dtype=_dtype(graded), mode="w+", shape=(steps, size))
 
 
 #: Named explicitly in run configurations, so the choice of model never depends on Lava's

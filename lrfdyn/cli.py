@@ -187,6 +187,9 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     _graph_and_data_args(p, samples=100)
     p.add_argument("--no-lava", action="store_true",
                    help="run only the integer reference (counts without Lava)")
+    p.add_argument("--mode", choices=("parallel", "dendritic"), default="parallel",
+                   help="parallel: a neuron per token (default); dendritic: LRF-Dyn blocks "
+                        "stream one token per step through k·d compartments")
     p.add_argument("--report", help="also write the JSON report to this file")
 
 
@@ -194,17 +197,18 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
 @_args(_simulate_args)
 def cmd_simulate(a: argparse.Namespace) -> int:
     from lrfdyn.io import write_json
-    from lrfdyn.pipeline import run_simulation
+    from lrfdyn.pipeline import run_dendritic, run_simulation
 
-    report = run_simulation(a.nir_file, data=a.data, data_dir=a.data_dir, samples=a.samples,
-                            use_lava=not a.no_lava, progress=not a.json)
+    run = run_dendritic if a.mode == "dendritic" else run_simulation
+    report = run(a.nir_file, data=a.data, data_dir=a.data_dir, samples=a.samples,
+                 use_lava=not a.no_lava, progress=not a.json)
     if a.report:
         write_json(a.report, report.to_dict())
     if a.json:
         _print_json(report.to_dict())
     else:
         print(report.summary())
-    return 0 if report.mismatches == 0 else 1
+    return 0 if not report.mismatches else 1
 
 
 # ---------------------------------------------------------------- deploy

@@ -14,16 +14,18 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 import lrfdyn.loihi.compat  # noqa: F401  (before any lava import)
 from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 
 from lrfdyn.errors import LavaRunError
-from lrfdyn.loihi.build import LavaNetwork, build_lava, reset_state
+from lrfdyn.loihi.build import LavaNetwork, build_lava, build_streams, reset_state
+from lrfdyn.loihi.dendritic import DendriticBlock
 from lrfdyn.loihi.recorder import RECORDER_MODELS
 from lrfdyn.loihi.lower import LoweredNetwork
 
@@ -35,6 +37,8 @@ class LavaRun:
     spikes: dict[str, np.ndarray]
     compile_s: float
     run_s: float
+    #: process name -> (Lava process type, neurons), read off the built process graph.
+    processes: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def run_lava(
@@ -69,18 +73,7 @@ def run_lava(
     try:
         for i in range(len(x)):
             t0 = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    # Lava's model search imports every module beside a process's own
-                    # by file name and warns for each; the models are named in cfg.
-                    warnings.filterwarnings("ignore", "Cannot import module",
-                                            category=UserWarning)
-                    runner.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
-            except Exception as exc:  # Lava raises bare Exceptions from its runtime
-                raise LavaRunError(
-                    f"{backend} failed on sample {i}: {type(exc).__name__}: "
-                    f"{_first_line(exc)}; rerun with --debug for the traceback"
-                ) from exc
+            _run_steps(runner, steps, cfg, f"{backend} failed on sample {i}")
             elapsed = time.perf_counter() - t0
             if i == 0:
                 compile_s = elapsed
@@ -95,6 +88,68 @@ def run_lava(
         _stop(lava_net)
         lava_net.close()
     return LavaRun(spikes=spikes, compile_s=compile_s, run_s=run_s)
+
+
+def _run_steps(runner: AbstractProcess, steps: int, cfg: RunConfig, what: str) -> None:
+    try:
+        with warnings.catch_warnings():
+            # Lava's model search imports every module beside a process's own by file
+            # name and warns for each; the models are named in cfg.
+            warnings.filterwarnings("ignore", "Cannot import module", category=UserWarning)
+            runner.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+    except Exception as exc:  # Lava raises bare Exceptions from its runtime
+        raise LavaRunError(
+            f"{what}: {type(exc).__name__}: {_first_line(exc)}; "
+            "rerun with --debug for the traceback"
+        ) from exc
+
+
+def run_streams_lava(
+    block: DendriticBlock,
+    u: np.ndarray,
+    *,
+    on_sample: Callable[[int], None] | None = None,
+    streams_per_sample: int = 1,
+) -> LavaRun:
+    """Run token streams ``u (S, N, d)`` through ``block``'s stream network on Lava.
+
+    Every process's graded output is recorded: ``spikes[name]`` is ``(S, L, size)``
+    int32 (L = ``block.stream_steps``). One run call per sample, i.e. per
+    ``streams_per_sample`` consecutive streams, so progress can be shown.
+    """
+    from lrfdyn.loihi.compartment import COMPARTMENT_MODELS
+    from lrfdyn.sim.dendritic import source_data
+    from lrfdyn.sim.models import FAST_MODELS
+
+    u = np.asarray(u, np.int64)
+    streams = build_streams(block, source_data(block, u))
+    processes = {name: (type(p).__name__, int(np.prod(p.s_out.shape)))
+                 for name, p in streams.neurons.items()}
+    models = {**RECORDER_MODELS, **FAST_MODELS, **COMPARTMENT_MODELS}
+    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
+    chunk = streams_per_sample * block.stream_steps
+    compile_s = run_s = 0.0
+    try:
+        for i in range(len(u) // streams_per_sample):
+            t0 = time.perf_counter()
+            _run_steps(streams.runner, chunk, cfg, f"Lava failed on {block.name}, sample {i}")
+            elapsed = time.perf_counter() - t0
+            if i == 0:
+                compile_s = elapsed
+            else:
+                run_s += elapsed
+            if on_sample is not None:
+                on_sample(i)
+        values = {name: np.array(rec).reshape(len(u), block.stream_steps, -1)
+                  for name, rec in streams.recordings.items()}
+    finally:
+        if getattr(streams.runner, "runtime", None) is not None:
+            try:
+                streams.runner.stop()
+            except Exception:  # noqa: BLE001  (a failed run may leave a half-started runtime)
+                pass
+        streams.close()
+    return LavaRun(spikes=values, compile_s=compile_s, run_s=run_s, processes=processes)
 
 
 def _collect(lava_net: LavaNetwork, spikes: dict[str, np.ndarray], i: int) -> None:

@@ -9,6 +9,8 @@ Samples run as a batch: they are independent by construction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from lrfdyn.loihi import fixed
@@ -17,7 +19,8 @@ from lrfdyn.errors import ValidationError
 
 
 def run_reference(
-    net: LoweredNetwork, x: np.ndarray, steps: int | None = None
+    net: LoweredNetwork, x: np.ndarray, steps: int | None = None, *,
+    inputs: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run a batch of integer inputs through ``net``.
 
@@ -26,6 +29,9 @@ def run_reference(
         x: integer input payloads of shape (B, input_size), presented for the first
             ``net.input.timesteps`` steps and zero afterwards.
         steps: logical steps to run (default: the input's T).
+        inputs: groups whose synaptic input comes from a function of this step's
+            values (by source name) instead of their synapses; how dendritic mode
+            feeds an attention LIF from its token stream.
 
     Returns:
         Boolean spikes of every group, shape (B, steps, group_size), by group name.
@@ -43,9 +49,12 @@ def run_reference(
     for t in range(steps):
         current = {net.input.name: x if t < net.input.timesteps else zero, BIAS_SOURCE: on}
         for g, grp in net.groups.items():
-            a_in = np.zeros((batch, grp.size), np.int64)
-            for syn, effective in incoming[g]:
-                a_in += fixed.accumulate(effective, current[syn.src], syn.weight_exp)
+            if inputs and g in inputs:
+                a_in = inputs[g](current)
+            else:
+                a_in = np.zeros((batch, grp.size), np.int64)
+                for syn, effective in incoming[g]:
+                    a_in += fixed.accumulate(effective, current[syn.src], syn.weight_exp)
             s, state[g] = fixed.lif_step(state[g], a_in, grp.params)
             spikes[g][:, t] = s
             current[g] = s

@@ -153,7 +153,7 @@ def lrf_dyn_attention(g: GraphBuilder, name: str, m: LRFDyn, src: str,
     conv = _conv(token_kernel_2d(kernel, grid), np.zeros(d), shape,
                  padding=(grid[0] - 1, grid[1] - 1), groups=d)
     conv.metadata = {
-        "lrfdyn": "dendrite", "A": p.A.detach().double().numpy(),
+        "lrfdyn": "dendrite", "heads": cfg.heads, "A": p.A.detach().double().numpy(),
         "Gamma": p.gamma.detach().double().numpy(), "C": p.c.detach().double().numpy(),
         "k": cfg.k_dendrites, "tau": tau.numpy(),
         "beta": dfn.beta_from_raw(m.beta_raw.detach().double(), tau).numpy(),

@@ -264,6 +264,9 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                    help="count on the integer reference instead of Lava (identical counts)")
     p.add_argument("--sample", type=int, default=0, help="sample drawn in the raster (default 0)")
     p.add_argument("--out", help="output folder (default: <nir stem>_profile/ beside the file)")
+    p.add_argument("--memory", action="store_true",
+                   help="only compare attention memory: SSA, LRF-SSA, LRF-Dyn parallel and "
+                        "dendritic, measured here and modelled at Spikformer-8-512 scale")
 
 
 @command("profile", "count spikes, SynOps, memory; estimate energy; map onto Loihi 2 cores")
@@ -272,8 +275,20 @@ def cmd_profile(a: argparse.Namespace) -> int:
     from lrfdyn.errors import ValidationError
     from lrfdyn.pipeline import progress_bar, held_out_samples
     from lrfdyn.sim.profile import default_out_dir, profile, write_profile
-    from lrfdyn.sim.simulate import load_and_lower
+    from lrfdyn.sim.simulate import load_and_lower, read_graph
 
+    out = Path(a.out) if a.out else default_out_dir(a.nir_file)
+    if a.memory:
+        from lrfdyn.sim.memory import markdown, memory_report, write_memory
+
+        mem = memory_report(read_graph(a.nir_file))
+        files = write_memory(mem, out)
+        if a.json:
+            _print_json({**mem, "files": {k: str(v) for k, v in files.items()}})
+        else:
+            print(markdown(mem))
+            print(f"wrote {files['markdown']} (+ memory.json and 2 PNGs in {out})")
+        return 0
     graph, net = load_and_lower(a.nir_file)
     images, labels, _ = held_out_samples(graph, a.data, a.data_dir, a.samples)
     if not 0 <= a.sample < len(images):
@@ -282,7 +297,6 @@ def cmd_profile(a: argparse.Namespace) -> int:
     with progress_bar("Lava fixed_pt", len(images), not a.json and not a.fast) as tick:
         report = profile(net, images.reshape(len(images), -1), labels, fast=a.fast,
                          on_sample=tick)
-    out = Path(a.out) if a.out else default_out_dir(a.nir_file)
     files = write_profile(report, out, sample=a.sample, model=Path(a.nir_file).stem)
     if a.json:
         _print_json({**report.to_dict(), "files": {k: str(v) for k, v in files.items()}})

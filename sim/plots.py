@@ -120,7 +120,7 @@ def _slant_long_labels(ax: plt.Axes, names: Sequence[str]) -> None:
 
 def memory_comparison(groups: Sequence[str], series: dict[str, Sequence[float]],
                       path: str | os.PathLike[str], *, title: str,
-                      unit: str = "KiB", scale: float = 8 * 1024) -> Path:
+                      unit: str = "KiB", scale: float = 8 * 1024, xlabel: str = "layer") -> Path:
     """Grouped bars: several memory series (e.g. state vs synaptic, or float vs Loihi) per group.
 
     Args:
@@ -144,7 +144,7 @@ def memory_comparison(groups: Sequence[str], series: dict[str, Sequence[float]],
     ax.set_xticks(x, list(groups))
     _slant_long_labels(ax, groups)
     ax.set_ylabel(f"memory ({unit})")
-    ax.set_xlabel("layer")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     top = max(float(np.max(np.asarray(v, np.float64))) for v in series.values()) / scale
     ax.set_ylim(0, max(top, 1e-12) * 1.2)

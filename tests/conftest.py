@@ -86,3 +86,32 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(cfg, progress=False)
     write_nir(checkpoint_to_nir(out / "checkpoint.pt"), out / "model.nir")
     return out
+
+
+#: A tiny LRF-Dyn Spikformer: 14×14 images, stem strides 1·2 → a 7×7 token grid, whose
+#: dilation-5 taps need delays beyond 63, so dendritic mode's relays are exercised too.
+TINY_LRF_DYN = dict(img_size=14, in_channels=1, num_classes=4, dim=6, depth=1, heads=2,
+                    timesteps=2, k_dendrites=3, stem_strides=[1, 2], attention="lrf_dyn",
+                    lrf_dilations=[3, 5])
+
+
+@pytest.fixture(scope="session")
+def tiny_lrf_dyn():
+    """(model, NIR graph) of an untrained TINY_LRF_DYN with non-trivial BNs, couplings
+    and Γ, so that every dendritic tap, synapse and bias carries a value."""
+    import torch
+
+    from lrfdyn.export.to_nir import model_to_nir
+    from lrfdyn.train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("spikformer", TINY_LRF_DYN).eval()
+    with torch.no_grad():
+        for bn in model.modules():  # trained BNs have statistics, hence biases everywhere
+            if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+                bn.running_mean.uniform_(-0.2, 0.2)
+                bn.running_var.uniform_(0.5, 2.0)
+        attn = model.blocks[0].attn
+        attn.beta_raw.uniform_(-2, 2)
+        attn.gamma.uniform_(0.5, 1.5)
+    return model, model_to_nir(model, (1, 14, 14), TINY_LRF_DYN["timesteps"])

@@ -97,6 +97,23 @@ def test_full_block_is_spike_exact_on_lava(lrf_dyn_run) -> None:
     assert multiprocessing.active_children() == []
 
 
+def test_dendritic_mode_cli_kv_and_gate(lrf_dyn_run, tmp_path, capsys) -> None:
+    """token=kv, gate=q through `simulate --mode dendritic`: streams bit-exact on Lava."""
+    import json
+
+    report = tmp_path / "dendritic.json"
+    code = main(["simulate", str(lrf_dyn_run / "model.nir"), "--mode", "dendritic",
+                 "--samples", "2", "--report", str(report)])
+    assert code == 0, capsys.readouterr()
+    data = json.loads(report.read_text())
+    (block,) = data["blocks"]
+    assert data["mismatches"] == 0 and block["mismatches"] == 0
+    assert block["compartments_counted"] == block["k"] * block["d"] == 8 * 32
+    assert block["neurons"]["compartments"] == 256
+    assert "dendritic (integer)" in capsys.readouterr().out
+    assert multiprocessing.active_children() == []
+
+
 @pytest.mark.parametrize("attention,reason", [
     ("ssa", "Q·(Kᵀ·V) multiplies activations"),
     ("lrf_ssa", "multiplies activations"),

@@ -8,31 +8,16 @@ import pytest
 import torch
 
 from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError
-from lrfdyn.export.to_nir import model_to_nir
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import PROD, Z, lower_dendritic
 from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.dendritic import lower_both, run_hybrid_reference, run_streams
 from lrfdyn.sim.reference import run_reference
-from lrfdyn.train.models import build_model
-
-#: 14×14 images, stem strides 1·2 → a 7×7 token grid: the dilation-5 taps then need
-#: delays beyond 63, so relays are exercised too.
-TINY = dict(img_size=14, in_channels=1, num_classes=4, dim=6, depth=1, heads=2, timesteps=2,
-            k_dendrites=3, stem_strides=[1, 2], attention="lrf_dyn", lrf_dilations=[3, 5])
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    model = build_model("spikformer", TINY).eval()
-    with torch.no_grad():  # non-trivial BN and LRF so that every tap matters
-        attn = model.blocks[0].attn
-        attn.bn.running_mean.uniform_(-0.2, 0.2)
-        attn.bn.running_var.uniform_(0.5, 2.0)
-        attn.beta_raw.uniform_(-2, 2)
-        attn.gamma.uniform_(0.5, 1.5)
-    graph = model_to_nir(model, (1, 14, 14), TINY["timesteps"])
+def tiny(tiny_lrf_dyn):
+    model, graph = tiny_lrf_dyn
     net, blocks = lower_both(graph)
     return model, graph, net, blocks[0]
 
@@ -99,7 +84,7 @@ def test_hybrid_run_records_the_streams(tiny) -> None:
     _, _, net, block = tiny
     x = np.random.default_rng(3).integers(0, 256, (2, net.input.size))
     run = run_hybrid_reference(net, [block], x)
-    assert run.streams[block.name].shape == (2 * TINY["timesteps"], block.tokens, block.d)
+    assert run.streams[block.name].shape == (2 * net.input.timesteps, block.tokens, block.d)
     assert set(run.spikes) == set(net.groups)
 
 

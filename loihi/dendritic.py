@@ -65,7 +65,7 @@ RELAY_STEPS = fixed.MAX_DELAY + 1
 #: (stream steps count from 1; the tokens source sends token n at step n + 1).
 TOKENS, COMPARTMENTS, SOMA, PROD = "tokens", "compartments", "soma", "prod"
 Z, MASKS = "z", "masks"
-_OFFSET = {TOKENS: 1, COMPARTMENTS: 2, SOMA: 3, PROD: 4}
+OFFSETS = {TOKENS: 1, COMPARTMENTS: 2, SOMA: 3, PROD: 4}
 
 
 @dataclass(eq=False)
@@ -117,7 +117,7 @@ class DendriticBlock:
     @property
     def latency(self) -> int:
         """Steps from token n entering (step n + 1) to its z leaving (step n + offset)."""
-        return self.offsets[Z] - _OFFSET[TOKENS]
+        return self.offsets[Z] - OFFSETS[TOKENS]
 
     def sizes(self) -> dict[str, int]:
         """Neurons of every process that computes (sources excluded)."""
@@ -258,11 +258,11 @@ def _lower_block(graph: nir.NIRGraph, net: LoweredNetwork, dend: str,
                 taps[key] = taps.get(key, 0.0) + bn_scale * kern[:, a + 1, b + 1]
     masks = {_class(hb): _mask(h, w, hb) for hb in sorted({hb for hb, _ in taps})}
 
-    offsets = {TOKENS: _OFFSET[TOKENS], COMPARTMENTS: _OFFSET[COMPARTMENTS],
-               SOMA: _OFFSET[SOMA]}
-    offsets.update({f"{PROD}.{c}": _OFFSET[PROD] for c in masks})
+    offsets = {TOKENS: OFFSETS[TOKENS], COMPARTMENTS: OFFSETS[COMPARTMENTS],
+               SOMA: OFFSETS[SOMA]}
+    offsets.update({f"{PROD}.{c}": OFFSETS[PROD] for c in masks})
     # z_n leaves at n + E_z: late enough for the furthest neighbour on the shortest path.
-    e_z = max(off + _OFFSET[PROD] + 1 for _, off in taps)
+    e_z = max(off + OFFSETS[PROD] + 1 for _, off in taps)
     offsets[Z] = e_z
     relays: dict[str, str] = {}
     for c in masks:
@@ -291,8 +291,10 @@ def _lower_block(graph: nir.NIRGraph, net: LoweredNetwork, dend: str,
     bias_layer = _bias_layer(bias * s_z, d)
     if bias_layer is not None:
         layers.append(bias_layer)
-    last = max(offsets[la.src] + la.delay + 1 for la in layers if la.src in offsets and la.dst == Z)
-    stream_steps = max(n_tok + e_z, n_tok - 1 + last) + 1
+    # A stream lasts until its last token's z has left, and long enough that no token's
+    # value reaches a real token of the stream before or after it (n' − offset ∉ [0, N)).
+    reach = max(abs(off) for _, off in taps)
+    stream_steps = max(n_tok - 1 + e_z, n_tok + reach)
     return DendriticBlock(
         name=prefix, u_group=u_group, out_group=out_group, d=d, k=k, grid=(h, w), dv=dv.ravel(),
         masks=masks, relays=relays, layers=layers, offsets=offsets, stream_steps=stream_steps,

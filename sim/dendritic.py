@@ -31,8 +31,9 @@ from lrfdyn.errors import LoihiRangeError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import (COMPARTMENTS, MASKS, PROD, TOKENS, Z, DendriticBlock,
                                     lower_dendritic)
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
+from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, lower
 from lrfdyn.sim.reference import readout, run_reference
+from lrfdyn.sim.report import percent
 
 #: Graded payloads are 24-bit signed values.
 _PAYLOAD_MAX = (1 << (fixed.UV_BITS - 1)) - 1
@@ -174,8 +175,6 @@ def run_hybrid_reference(net: LoweredNetwork, blocks: list[DendriticBlock],
 
 def lower_both(graph: nir.NIRGraph) -> tuple[LoweredNetwork, list[DendriticBlock]]:
     """The parallel lowering of ``graph`` and the stream lowering of its LRF-Dyn blocks."""
-    from lrfdyn.loihi.lower import lower
-
     net = lower(graph)
     return net, lower_dendritic(graph, net)
 
@@ -222,7 +221,7 @@ class DendriticReport:
         return out
 
     def summary(self) -> str:
-        pct = lambda v: "n/a" if v is None else f"{100 * v:.2f} %"  # noqa: E731
+        pct = percent
         lines = [
             f"samples                 {self.samples} (T = {self.timesteps})",
             f"float accuracy          {pct(self.float_accuracy)}",

@@ -34,8 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.dendritic import (MASKS, PROD, RELAY_STEPS, TOKENS, DendriticBlock,
-                                    _OFFSET)
+from lrfdyn.loihi.dendritic import OFFSETS, PROD, RELAY_STEPS
 
 #: Variants and modes of the table, in its order.
 ROWS = ("ssa", "lrf_ssa", "lrf_dyn_parallel", "lrf_dyn_dendritic")
@@ -234,7 +233,7 @@ def _stream(d: int, grid: tuple[int, int], k: int, dilations: tuple[int, ...]) -
     """One block's stream network (:mod:`lrfdyn.loihi.dendritic`), in closed form."""
     taps = lrf_offsets(grid, dilations) | {(0, 0)}
     classes = sorted({hb for hb, _ in taps})
-    e_z = max(off for _, off in taps) + _OFFSET[PROD] + 1
+    e_z = max(off for _, off in taps) + OFFSETS[PROD] + 1
     relays: set[int] = set()
     mem = Memory(state=k * d * (2 * fixed.UV_BITS + fixed.DECAY_BITS))  # compartments
     mem = mem + _layer(k * d, k * d)  # Γ, binary tokens
@@ -243,7 +242,7 @@ def _stream(d: int, grid: tuple[int, int], k: int, dilations: tuple[int, ...]) -
     for _ in classes:  # feed and mask of each product neuron
         mem = mem + _layer(d, d, graded=True) + _layer(d, d)
     for hb, off in taps:
-        delay = e_z - off - _OFFSET[PROD] - 1
+        delay = e_z - off - OFFSETS[PROD] - 1
         level = 0
         while delay > fixed.MAX_DELAY:
             level += 1

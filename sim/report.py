@@ -79,7 +79,7 @@ class SimReport:
 
     def summary(self) -> str:
         """A short human summary, one fact per line."""
-        pct = lambda v: "n/a" if v is None else f"{100 * v:.2f} %"  # noqa: E731
+        pct = percent
         lines = [
             f"samples            {self.samples} (T = {self.timesteps}, latency {self.latency})",
             f"spike mismatches   {self.mismatches} (every neuron, every step, every layer)",
@@ -100,6 +100,11 @@ class SimReport:
         if "samples_per_s" in self.timings:
             lines.append(f"Lava speed         {self.timings['samples_per_s']:.2f} samples/s")
         return "\n".join(lines)
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage with two decimals, or n/a."""
+    return "n/a" if fraction is None else f"{100 * fraction:.2f} %"
 
 
 def memory_bits(net: LoweredNetwork) -> tuple[int, int]:

@@ -229,11 +229,13 @@ class DendriticReport:
             f"dendritic (integer)     {pct(self.dendritic_accuracy)}",
         ]
         for b in self.blocks:
-            lines.append(
-                f"{b['name']}: {b['compartments_counted']} compartments counted in the Lava "
-                f"graph (k·d = {b['k'] * b['d']}), stream {b['stream_steps']} steps, "
-                f"latency {b['latency']} steps, mismatches "
-                f"{'not run' if b['mismatches'] is None else b['mismatches']}")
+            head = (f"{b['name']}: k·d = {b['k'] * b['d']} compartments, stream "
+                    f"{b['stream_steps']} steps, latency {b['latency']} steps")
+            if b["mismatches"] is None:
+                lines.append(head + " (Lava not run)")
+            else:
+                lines.append(head + f"; Lava graph holds {b['compartments_counted']} "
+                             f"compartments; mismatches {b['mismatches']}")
         if self.mismatches is not None:
             lines.append(f"stream mismatches       {self.mismatches}"
                          + (f" (first: {self.first_mismatch})" if self.first_mismatch else ""))

@@ -71,14 +71,13 @@ def lower_float(graph: nir.NIRGraph, conv: Convention = NIR, *,
                 name=synapse_name(tap, plan.name), src=tap.source, dst=plan.name,
                 weights=weights if weights.nnz < 0.25 * math.prod(weights.shape)
                 else weights.toarray(),
-                weight_exp=0, lag=tap.lag + dyn.lag,
+                weight_exp=0, lag=tap.lag,
                 num_message_bits=GRADED_BITS if tap.source == w.input.name else 0,
             ))
         bias = e.bias * dyn.gain + np.broadcast_to(dyn.bias, e.bias.shape)
         if np.any(bias != 0):
             synapses.append(FloatSynapse(name=f"{plan.name}.bias", src=BIAS_SOURCE,
-                                         dst=plan.name, weights=bias[:, None], weight_exp=0,
-                                         lag=dyn.lag))
+                                         dst=plan.name, weights=bias[:, None], weight_exp=0))
         groups[plan.name] = NeuronGroup(
             name=plan.name, size=e.bias.size, shape=e.shape, reset=dyn.reset,
             spiking=dyn.spiking,

@@ -501,11 +501,10 @@ def _quantize_group(
         synapses.append(SynapseSpec(
             name=synapse_name(tap, name), src=tap.source, dst=name, weights=weights,
             weight_exp=q.exp, num_message_bits=_message_bits(lv), clipped=q.clipped,
-            scale=scale, lag=tap.lag + dyn.lag,
+            scale=scale, lag=tap.lag,
         ))
     if np.any(bias != 0):
         synapses.append(_bias_synapse(name, bias * lam))
-        synapses[-1].lag = dyn.lag  # a bias is input too, and arrives when the input does
     params = fixed.LifParams(du=_current_decay12(dyn.du), dv=_decay12(dyn.dv), vth=vth)
     group = NeuronGroup(name=name, size=size, params=params, shape=e.shape, float_params={
         "tau_steps": dyn.tau_steps, "v_th": theta, "lambda": lam,

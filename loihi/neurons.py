@@ -3,7 +3,7 @@
 NIR defines neurons in continuous time. lrfdyn discretizes every neuron node into
 :class:`Dynamics`, a current-based (CUBA) neuron stepped once per dt::
 
-    i[t] = (1 − du)·i[t−1] + gain·x[t − lag]       x: the summed input of the node
+    i[t] = (1 − du)·i[t−1] + gain·x[t]             x: the summed input of the node
     v[t] = (1 − dv)·v[t−1] + i[t] + bias
     s[t] = v[t] > v_th                               (spiking nodes only)
     reset "zero":          v[t] ← 0 where s[t]       (NIR's v_reset must be 0)
@@ -25,8 +25,9 @@ chosen explicitly (``--convention``), never guessed:
   the same Euler steps, which give β·v + x exactly, but with snnTorch's default reset,
   subtracting the threshold one step after a spike (``reset_delay=True``).
 * ``norse`` (Norse 1.1 ``to_nir``): Norse writes τ = dt/τ⁻¹, so τ_true = τ/dt with
-  Norse's dt = 1e-3. ``CubaLIF``: the input adds to i unscaled and v integrates the
-  *previous* i (lag 1). ``IF``: v += r·x (Norse's IAF ignores dt).
+  Norse's dt = 1e-3. ``CubaLIF`` (``lif_feed_forward_step``): the input adds to i
+  unscaled, v integrates the new i, then i decays. ``IF``: v += r·x (Norse's IAF
+  ignores dt).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Convention:
         dt: the step used when the graph's metadata has no ``dt``.
         reset: ``zero`` (immediate, to 0) or ``subtract_next`` (−v_th one step later).
         tau_per_dt: τ in the graph is τ_true·dt (Norse writes dt/τ⁻¹), so divide by dt.
-        cuba_unscaled_lag: CubaLIF input adds to i unscaled and reaches v a step later.
+        cuba_unscaled: CubaLIF input adds to i unscaled (w_in and dt/τ_syn unused).
         if_ignores_dt: IF integrates r·x per step, not dt·r·x.
     """
 
@@ -61,7 +62,7 @@ class Convention:
     dt: float
     reset: str = "zero"
     tau_per_dt: bool = False
-    cuba_unscaled_lag: bool = False
+    cuba_unscaled: bool = False
     if_ignores_dt: bool = False
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ class Convention:
 CONVENTIONS = {c.name: c for c in (
     Convention("nir", dt=1e-3),
     Convention("snntorch", dt=1e-4, reset="subtract_next"),
-    Convention("norse", dt=1e-3, tau_per_dt=True, cuba_unscaled_lag=True, if_ignores_dt=True),
+    Convention("norse", dt=1e-3, tau_per_dt=True, cuba_unscaled=True, if_ignores_dt=True),
 )}
 NIR = CONVENTIONS["nir"]
 
@@ -98,7 +99,6 @@ class Dynamics:
     v_th: float | None
     bias: np.ndarray = field(default_factory=lambda: np.zeros(1))
     du: float = 1.0
-    lag: int = 0
     reset: str = "zero"
     memoryless: bool = False
     tau_steps: float = 0.0
@@ -188,9 +188,8 @@ def _cuba(node: Any, dt: float, name: str, conv: Convention, v_th: float | None)
     g_syn, g_mem = _leak(name, tau_syn, dt), _leak(name, tau_mem, dt)
     r = uniform(name, "r", node.r)
     # u = g_mem·r·i keeps v's update a plain sum; i's own input gain folds into gain.
-    into_i = 1.0 if conv.cuba_unscaled_lag else g_syn * uniform(name, "w_in", node.w_in)
+    into_i = 1.0 if conv.cuba_unscaled else g_syn * uniform(name, "w_in", node.w_in)
     return Dynamics(gain=g_mem * r * into_i, dv=g_mem, du=g_syn, v_th=v_th,
-                    lag=1 if conv.cuba_unscaled_lag else 0,
                     reset=conv.reset if v_th is not None else "zero", tau_steps=tau_mem / dt)
 
 

@@ -95,6 +95,8 @@ def input_batch(graph_input_shape: tuple[int, ...], x: np.ndarray) -> tuple[np.n
     """``x`` as (B, T, size), and whether it had a batch axis; one clear error otherwise."""
     x = np.asarray(x)
     shape = tuple(graph_input_shape)
+    if len(shape) > 1 and shape[0] == 1 and x.shape[1:] != shape:
+        shape = shape[1:]  # Norse's to_nir writes its sample's batch axis into the Input type
     if x.shape[1:] == shape:
         return x.reshape(x.shape[0], 1, -1).transpose(1, 0, 2), False
     if x.ndim == len(shape) + 2 and x.shape[2:] == shape:

@@ -13,8 +13,6 @@ agreement with it is what quantization costs.
 
 from __future__ import annotations
 
-from collections import deque
-
 import nir
 import numpy as np
 
@@ -25,19 +23,16 @@ from lrfdyn.loihi.neurons import NIR, Convention, Dynamics
 
 
 class _Neuron:
-    """State of one neuron node: current, voltage, last spikes, and its input history."""
+    """State of one neuron node: current, voltage and (snnTorch's reset) last spikes."""
 
     def __init__(self, dyn: Dynamics, batch: int, size: int) -> None:
         self.dyn = dyn
         self.i = np.zeros((batch, size))
         self.v = np.zeros((batch, size))
         self.pending = np.zeros((batch, size), bool)
-        self.queue: deque[np.ndarray] = deque([np.zeros((batch, size))] * dyn.lag)
 
     def step(self, x: np.ndarray) -> np.ndarray:
         d = self.dyn
-        self.queue.append(x)
-        x = self.queue.popleft()
         self.i = (1.0 - d.du) * self.i + d.gain * x
         self.v = (1.0 - d.dv) * self.v + self.i + d.bias
         if not d.spiking:

@@ -164,7 +164,7 @@ def test_cuba_lif_euler_uses_the_new_current() -> None:
     np.testing.assert_array_equal(got, np.stack(want, axis=1).astype(float))
 
 
-def test_cuba_lif_under_norse_adds_input_unscaled_and_lags_one_step() -> None:
+def test_cuba_lif_under_norse_adds_input_unscaled() -> None:
     n, dt = 4, 1e-3
     # Norse writes tau = dt / tau_inv: tau_syn_inv = 500, tau_mem_inv = 250 per second.
     node = nir.CubaLIF(tau_syn=np.full(n, dt / 500), tau_mem=np.full(n, dt / 250),
@@ -172,12 +172,12 @@ def test_cuba_lif_under_norse_adds_input_unscaled_and_lags_one_step() -> None:
                        v_reset=np.zeros(n), w_in=np.ones(n))
     i = v = np.zeros((2, n))
     want = []
-    for t in range(X.shape[1]):  # norse.torch.functional.lif.lif_feed_forward_step
-        v_dec = v + dt * 250 * (-v + i)
-        i_dec = i - dt * 500 * i
+    for t in range(X.shape[1]):  # norse.torch.functional.lif.lif_feed_forward_step (1.1)
+        i_new = i + X[:, t]
+        v_dec = v + dt * 250 * (-v + i_new)
+        i = i_new - dt * 500 * i_new
         s = v_dec > 0.3
         v = np.where(s, 0.0, v_dec)
-        i = i_dec + X[:, t]
         want.append(s)
     got = _run_neuron(node, X, CONVENTIONS["norse"])
     assert 0 < got.sum()

@@ -21,6 +21,7 @@ from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.lower import (
     BIAS_SOURCE,
+    SPARSE_BELOW,
     LoweredNetwork,
     NeuronGroup,
     SynapseSpec,
@@ -69,7 +70,7 @@ def lower_float(graph: nir.NIRGraph, conv: Convention = NIR, *,
             weights = (dyn.gain * mat).tocsr()
             synapses.append(FloatSynapse(
                 name=synapse_name(tap, plan.name), src=tap.source, dst=plan.name,
-                weights=weights if weights.nnz < 0.25 * math.prod(weights.shape)
+                weights=weights if weights.nnz < SPARSE_BELOW * math.prod(weights.shape)
                 else weights.toarray(),
                 weight_exp=0, lag=tap.lag,
                 num_message_bits=GRADED_BITS if tap.source == w.input.name else 0,

@@ -505,18 +505,16 @@ def _quantize_group(
         ))
     if np.any(bias != 0):
         synapses.append(_bias_synapse(name, bias * lam))
-    params = fixed.LifParams(du=_current_decay12(dyn.du), dv=_decay12(dyn.dv), vth=vth)
+    # A memoryless group's dv = 4095 forgets v within the step, proven below; any other
+    # group with dt/τ = 1 needs dv = 4096, one more than Loihi holds, and is refused.
+    dv = fixed.DECAY_UNITY - 1 if dyn.memoryless else fixed.decay_from_factor(1.0 - dyn.dv)
+    params = fixed.LifParams(du=_current_decay12(dyn.du), dv=dv, vth=vth)
     group = NeuronGroup(name=name, size=size, params=params, shape=e.shape, float_params={
         "tau_steps": dyn.tau_steps, "v_th": theta, "lambda": lam,
     })
     if dyn.memoryless:
         _check_memoryless(group, synapses)
     return group, synapses
-
-
-def _decay12(fraction: float) -> int:
-    """A voltage decay fraction (dt/τ; 1 forgets everything) as Loihi's 12-bit dv."""
-    return fixed.DECAY_UNITY - 1 if fraction >= 1.0 else fixed.decay_from_factor(1.0 - fraction)
 
 
 def _current_decay12(fraction: float) -> int:

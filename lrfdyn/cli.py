@@ -202,16 +202,17 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
                    "else the convention's)")
 
 
-@command("simulate", "run a NIR graph on Lava fixed_pt and check it spike by spike")
+@command("simulate", "run a NIR graph on Lava and check it spike by spike")
 @_args(_simulate_args)
 def cmd_simulate(a: argparse.Namespace) -> int:
     from lrfdyn.io import write_json
     from lrfdyn.pipeline import run_simulation
 
     if a.mode or a.input:
-        return _simulate_array(a)
-    report = run_simulation(a.nir_file, data=a.data, data_dir=a.data_dir, samples=a.samples,
-                            use_lava=not a.no_lava, progress=not a.json)
+        report = _simulate_array(a)
+    else:
+        report = run_simulation(a.nir_file, data=a.data, data_dir=a.data_dir,
+                                samples=a.samples, use_lava=not a.no_lava, progress=not a.json)
     if a.report:
         write_json(a.report, report.to_dict())
     if a.json:
@@ -221,26 +222,16 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     return 0 if report.mismatches == 0 else 1
 
 
-def _simulate_array(a: argparse.Namespace) -> int:
+def _simulate_array(a: argparse.Namespace) -> Any:
     """``simulate graph.nir --float|--fixed --input x.npy``: any producer's graph."""
     from lrfdyn.errors import ValidationError
-    from lrfdyn.io import write_json
     from lrfdyn.pipeline import run_nir_on_array
 
     if not (a.mode and a.input):
         raise ValidationError("running a graph on an input array needs both --float or "
                               "--fixed and --input x.npy")
-    report = run_nir_on_array(a.nir_file, a.input, a.output, mode=a.mode,
-                              convention=a.convention, dt=a.dt)
-    if a.report:
-        write_json(a.report, report.to_dict())
-    if a.json:
-        _print_json(report.to_dict())
-    else:
-        print(report.summary())
-        if a.output:
-            print(f"wrote {a.output}")
-    return 0 if report.mismatches == 0 else 1
+    return run_nir_on_array(a.nir_file, a.input, a.output, mode=a.mode,
+                            convention=a.convention, dt=a.dt)
 
 
 # ---------------------------------------------------------------- deploy

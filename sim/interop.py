@@ -163,8 +163,8 @@ def run_graph(graph: nir.NIRGraph, x: np.ndarray, *, mode: str, conv: Convention
     else:
         expected = run_reference(net, xs, steps)
         against, lava = "the integer reference", run.spikes
-    counts, first = first_mismatches(lava, {k: _as_compared(v) for k, v in expected.items()},
-                                     net)
+    as_spikes = {k: v.astype(bool) if net.groups[k].spiking else v for k, v in expected.items()}
+    counts, first = first_mismatches(lava, as_spikes, net)
     layers = _agreement(net, run.spikes, semantics, t_in)
     out = net.output
     lat = net.groups[out].latency
@@ -178,10 +178,6 @@ def run_graph(graph: nir.NIRGraph, x: np.ndarray, *, mode: str, conv: Convention
         timings=timings,
     )
     return (y if batched else y[:, 0]), report
-
-
-def _as_compared(v: np.ndarray) -> np.ndarray:
-    return v.astype(bool) if v.dtype.kind == "f" and np.isin(v, (0.0, 1.0)).all() else v
 
 
 def _voltages_within_tolerance(lava: dict[str, np.ndarray], expected: dict[str, np.ndarray],

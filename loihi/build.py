@@ -6,9 +6,9 @@ One process per neuron group (``LIF``) and per synapse layer (``Dense`` or
 back, and a :class:`~lrfdyn.loihi.recorder.SpikeRecorder` on every group.
 Processes declare structure only; the ``fixed_pt`` models that run them are
 Lava's bit-accurate ones. A float network (:mod:`lrfdyn.loihi.float_lower`) builds
-the same processes with float values; its groups that reset like snnTorch or
-never spike become :class:`~lrfdyn.loihi.float_neuron.NirLIF`, and the latter
-record their voltage instead of spikes.
+the same processes with float values. Groups that reset like snnTorch (float
+only) or never spike become :class:`~lrfdyn.loihi.nir_neuron.NirLIF`; the
+latter record their voltage instead of spikes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIF
 
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.float_neuron import NirLIF, open_voltage_recording
+from lrfdyn.loihi.nir_neuron import NirLIF, open_voltage_recording
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, NeuronGroup, SynapseSpec
 from lrfdyn.loihi.recorder import SpikeRecorder, open_recording
 

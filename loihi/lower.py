@@ -153,8 +153,9 @@ class NeuronGroup:
     latency: int = 0
     shape: tuple[int, ...] = ()
     float_params: dict[str, float] = field(default_factory=dict)
-    #: Float networks only: ``subtract_next`` (snnTorch), and False for a voltage readout.
+    #: ``subtract_next`` (snnTorch) in float networks only.
     reset: str = "zero"
+    #: False for a voltage readout (LI, I, CubaLI), which never spikes.
     spiking: bool = True
 
     @property
@@ -431,12 +432,6 @@ def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None 
         ValidationError: for malformed graphs (dangling edges, shapes, missing metadata).
     """
     w = wire(graph, conv, timesteps=timesteps, levels=levels)
-    silent = [p.name for p in w.groups if not p.dynamics.spiking]
-    if silent:
-        raise UnsupportedNodeError(
-            f"non-spiking readout {', '.join(silent)} runs with --float only: reading a Loihi "
-            "LIF's voltage needs a probe that this integer lowering does not build"
-        )
     groups: dict[str, NeuronGroup] = {}
     synapses: list[SynapseSpec] = []
     for plan in w.groups:
@@ -463,9 +458,13 @@ def _max_abs(m: sp.spmatrix) -> float:
 def _quantize_group(
     name: str, dyn: Dynamics, e: Expression, src_levels: dict[str, int]
 ) -> tuple[NeuronGroup, list[SynapseSpec]]:
-    """Choose vth (hence Λ) for one group and quantize its incoming synapses and bias."""
-    gain, theta = dyn.gain, dyn.v_th
-    if theta is None or theta <= 0:
+    """Choose vth (hence Λ) for one group and quantize its incoming synapses and bias.
+
+    A group that never spikes is scaled as if its threshold were 1: its integer
+    voltage is read out, and ``v = v_int / Λ``.
+    """
+    gain, theta = dyn.gain, (dyn.v_th if dyn.spiking else 1.0)
+    if theta <= 0:
         raise UnsupportedNodeError(f"{name}: threshold must be positive, got {theta}")
     size = e.bias.size
     bias = e.bias * gain + np.broadcast_to(dyn.bias, (size,))
@@ -511,7 +510,7 @@ def _quantize_group(
     params = fixed.LifParams(du=_current_decay12(dyn.du), dv=dv, vth=vth)
     group = NeuronGroup(name=name, size=size, params=params, shape=e.shape, float_params={
         "tau_steps": dyn.tau_steps, "v_th": theta, "lambda": lam,
-    })
+    }, spiking=dyn.spiking)
     if dyn.memoryless:
         _check_memoryless(group, synapses)
     return group, synapses

@@ -103,6 +103,13 @@ class Dynamics:
     memoryless: bool = False
     tau_steps: float = 0.0
 
+    def __post_init__(self) -> None:
+        for name in ("du", "dv"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValidationError(f"decay {name}={getattr(self, name)} is outside 0..1")
+        if self.reset not in RESETS:
+            raise ValidationError(f"reset {self.reset!r} is not one of {RESETS}")
+
     @property
     def spiking(self) -> bool:
         return self.v_th is not None
@@ -139,8 +146,9 @@ def _leak(name: str, tau: float, dt: float) -> float:
     return dt / tau
 
 
-def _v_leak(node: Any, size_hint: float) -> np.ndarray:
-    return size_hint * np.asarray(node.v_leak, np.float64).ravel()
+def _v_leak(node: Any, leak: float) -> np.ndarray:
+    """The constant drive dt/τ·v_leak that the leak term adds to v every step."""
+    return leak * np.asarray(node.v_leak, np.float64).ravel()
 
 
 @register_neuron(nir.LIF)

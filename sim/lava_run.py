@@ -24,7 +24,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 
 from lrfdyn.errors import LavaRunError
 from lrfdyn.loihi.build import LavaNetwork, build_lava, reset_state
-from lrfdyn.loihi.float_neuron import FLOAT_NEURON_MODELS
+from lrfdyn.loihi.nir_neuron import NIR_NEURON_MODELS
 from lrfdyn.loihi.recorder import RECORDER_MODELS
 from lrfdyn.loihi.lower import LoweredNetwork
 
@@ -51,8 +51,8 @@ def run_lava(
     """Run samples ``x`` (N, input_size) through ``net`` on Lava and record every spike.
 
     A float network (:func:`lrfdyn.loihi.float_lower.lower_float`) runs with
-    ``select_tag="floating_pt"`` on float samples; its non-spiking groups come back
-    as their voltage (float) instead of spikes.
+    ``select_tag="floating_pt"`` on float samples. Groups that never spike come back
+    as their voltage (float; integer-valued in ``fixed_pt``) instead of spikes.
 
     By default the Sparse synapses use :data:`lrfdyn.sim.models.FAST_MODELS`,
     bit-identical to Lava's own and much faster; ``stock_models=True`` runs Lava's
@@ -72,7 +72,7 @@ def run_lava(
 
         # The fast Sparse models are fixed_pt only; float runs use Lava's own.
         fast = {} if stock_models or select_tag != "fixed_pt" else FAST_MODELS
-        models = {**RECORDER_MODELS, **FLOAT_NEURON_MODELS, **fast}
+        models = {**RECORDER_MODELS, **NIR_NEURON_MODELS.get(select_tag, {}), **fast}
         run_cfg = Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=models)
     cfg = run_cfg
     compile_s = run_s = 0.0

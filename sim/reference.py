@@ -31,13 +31,15 @@ def run_reference(
         steps: logical steps to run (default: the input's T).
 
     Returns:
-        Boolean spikes of every group, shape (B, steps, group_size), by group name.
+        Boolean spikes of every group, shape (B, steps, group_size), by group name; the
+        integer voltage instead for a group that never spikes (a LI, I or CubaLI readout).
     """
     x = check_samples(net, x)
     steps = net.input.timesteps if steps is None else steps
     batch = x.shape[0]
     state = {g: fixed.LifState.zeros((batch, grp.size)) for g, grp in net.groups.items()}
-    spikes = {g: np.zeros((batch, steps, grp.size), bool) for g, grp in net.groups.items()}
+    spikes = {g: np.zeros((batch, steps, grp.size), bool if grp.spiking else np.int64)
+              for g, grp in net.groups.items()}
     # Lava clips and truncates each weight matrix once, on its first step; so does this.
     incoming = {g: [(syn, fixed.dense_effective_weights(syn.weights))
                     for syn in net.incoming(g)] for g in net.groups}
@@ -59,8 +61,8 @@ def run_reference(
                 lagged = sent(syn.src, t - syn.lag - int(syn.recurrent))
                 if lagged.any():
                     a_in += fixed.accumulate(effective, lagged, syn.weight_exp)
-            s, state[g] = fixed.lif_step(state[g], a_in, grp.params)
-            spikes[g][:, t] = s
+            s, state[g] = fixed.lif_step(state[g], a_in, grp.params, grp.spiking)
+            spikes[g][:, t] = s if grp.spiking else state[g].v
     return spikes
 
 

@@ -2,8 +2,7 @@
 
 Lava's ``PyLifModelFloat`` resets v to 0 in the step that spikes, and a LIF's
 voltage can only be read back with ``Var.get`` (element by element in Lava 0.10).
-:class:`NirLIF` is the stock ``LIF`` process with two more parameters, run by
-:class:`PyNirLifModelFloat`:
+:class:`NirLIF` is the stock ``LIF`` process with two more parameters:
 
 * ``reset="subtract_next"`` is snnTorch's default reset (``reset_delay=True``):
   nothing happens in the step that spikes, and the next step subtracts the
@@ -25,11 +24,11 @@ import numpy as np
 
 import lrfdyn.loihi.compat  # noqa: F401  (before any lava import)
 from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.ports import PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
-from lava.magma.core.model.py.ports import PyOutPort
 from lava.proc.lif.models import AbstractPyLifModelFixed, AbstractPyLifModelFloat
 from lava.proc.lif.process import LIF
 

@@ -201,8 +201,9 @@ def _voltages_within_tolerance(lava: dict[str, np.ndarray], expected: dict[str, 
 
 def _readout(g: NeuronGroup, recorded: np.ndarray) -> np.ndarray:
     """Spikes as recorded; an integer voltage readout back in float units (v_int / Λ)."""
-    return recorded / g.float_params["lambda"] if "lambda" in g.float_params and \
-        not g.spiking else recorded
+    if g.spiking or "lambda" not in g.float_params:
+        return recorded
+    return recorded / g.float_params["lambda"]
 
 
 def _agreement(net: LoweredNetwork, lava: dict[str, np.ndarray],

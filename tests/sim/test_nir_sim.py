@@ -247,3 +247,24 @@ def test_subgraph_runs_as_its_flattened_nodes() -> None:
     x = RNG.random((1, 15, 3))
     np.testing.assert_array_equal(simulate_nir(outer, x)["block.l"],
                                   simulate_nir(inner, x)["l"])
+
+
+def test_an_unknown_convention_is_one_clear_error() -> None:
+    from lrfdyn.errors import ValidationError
+    from lrfdyn.loihi.neurons import convention
+
+    with pytest.raises(ValidationError, match="unknown convention 'sinabs'; choose one of nir"):
+        convention("sinabs")
+
+
+def test_dt_comes_from_the_graph_else_from_the_convention() -> None:
+    from lrfdyn.loihi.lower import wire
+
+    node = nir.LIF(tau=np.full(2, 1e-3), r=np.ones(2), v_leak=np.zeros(2),
+                   v_threshold=np.ones(2), v_reset=np.zeros(2))
+    g = _chain((2,), node)
+    assert wire(g, NIR, timesteps=1).groups[0].dynamics.dv == pytest.approx(1.0)
+    del g.metadata["dt"]  # snnTorch's step, 1e-4, is a tenth of tau
+    assert wire(g, CONVENTIONS["snntorch"], timesteps=1).dt == 1e-4
+    assert wire(g, CONVENTIONS["snntorch"], timesteps=1).groups[0].dynamics.dv == \
+        pytest.approx(0.1)

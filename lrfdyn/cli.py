@@ -189,11 +189,12 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
                    help="run only the integer reference (counts without Lava)")
     p.add_argument("--report", help="also write the JSON report to this file")
     g = p.add_argument_group("any NIR graph on an input array (snnTorch, Norse, ...)")
-    mode = g.add_mutually_exclusive_group()
-    mode.add_argument("--float", dest="mode", action="store_const", const="float",
-                      help="Lava floating_pt; must equal the NIR semantics spike for spike")
-    mode.add_argument("--fixed", dest="mode", action="store_const", const="fixed",
-                      help="Loihi integers; reports quantization and its spike agreement")
+    # dest "precision", not "mode": --mode names the lowering of lrfdyn's own transformers.
+    precision = g.add_mutually_exclusive_group()
+    precision.add_argument("--float", dest="precision", action="store_const", const="float",
+                           help="Lava floating_pt; must equal the NIR semantics spike for spike")
+    precision.add_argument("--fixed", dest="precision", action="store_const", const="fixed",
+                           help="Loihi integers; reports quantization and its spike agreement")
     g.add_argument("--input", help="input array .npy, (T, ...) or (T, B, ...)")
     g.add_argument("--output", help="write the Output node's spikes here (.npy)")
     g.add_argument("--convention", default="nir",
@@ -208,7 +209,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     from lrfdyn.io import write_json
     from lrfdyn.pipeline import run_simulation
 
-    if a.mode or a.input:
+    if a.precision or a.input:
         report = _simulate_array(a)
     else:
         report = run_simulation(a.nir_file, data=a.data, data_dir=a.data_dir,
@@ -227,10 +228,10 @@ def _simulate_array(a: argparse.Namespace) -> Any:
     from lrfdyn.errors import ValidationError
     from lrfdyn.pipeline import run_nir_on_array
 
-    if not (a.mode and a.input):
+    if not (a.precision and a.input):
         raise ValidationError("running a graph on an input array needs both --float or "
                               "--fixed and --input x.npy")
-    return run_nir_on_array(a.nir_file, a.input, a.output, mode=a.mode,
+    return run_nir_on_array(a.nir_file, a.input, a.output, mode=a.precision,
                             convention=a.convention, dt=a.dt)
 
 

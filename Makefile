@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.lrfdyn-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all test-peers bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,16 @@ test: install
 
 test-all: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The peers' own NIR exporters (snnTorch, Norse) against lrfdyn on Lava. Optional: without
+# them `make test` skips tests/peers with the reason.
+PEERS_STAMP := $(VENV)/.lrfdyn-peers-installed
+$(PEERS_STAMP): $(STAMP) requirements/peers.txt
+	$(PIP) install -q --no-deps -r requirements/peers.txt
+	touch $(PEERS_STAMP)
+
+test-peers: $(PEERS_STAMP)
+	$(PY) -m pytest tests/peers $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/run_all.py

@@ -5,7 +5,10 @@ One process per neuron group (``LIF``) and per synapse layer (``Dense`` or
 ``RingBuffer`` source that holds the integer input of every sample back to
 back, and a :class:`~lrfdyn.loihi.recorder.SpikeRecorder` on every group.
 Processes declare structure only; the ``fixed_pt`` models that run them are
-Lava's bit-accurate ones.
+Lava's bit-accurate ones. A float network (:mod:`lrfdyn.loihi.float_lower`) builds
+the same processes with float values. Groups that reset like snnTorch (float
+only) or never spike become :class:`~lrfdyn.loihi.nir_neuron.NirLIF`; the
+latter record their voltage instead of spikes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 import lrfdyn.loihi.compat  # noqa: F401  (before any lava import)
 from lava.magma.core.process.process import AbstractProcess
@@ -27,7 +31,8 @@ from lava.proc.lif.process import LIF
 
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import DendriticBlock
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, SynapseSpec
+from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, NeuronGroup, SynapseSpec
+from lrfdyn.loihi.nir_neuron import NirLIF, open_voltage_recording
 from lrfdyn.loihi.recorder import SpikeRecorder, open_recording
 
 
@@ -93,6 +98,8 @@ def drain_steps(net: LoweredNetwork) -> int:
     Returns 0 when some group never decays to 0 (dv = 0); the runner then resets
     state explicitly.
     """
+    if not all(isinstance(g.params, fixed.LifParams) for g in net.groups.values()):
+        return 0  # float state decays toward 0 but never reaches it exactly
     decays = [steps_to_zero(g.params.dv) for g in net.groups.values()]
     if any(s is None for s in decays) or any(
             g.params.du != fixed.DECAY_UNITY - 1 for g in net.groups.values()):
@@ -102,16 +109,18 @@ def drain_steps(net: LoweredNetwork) -> int:
 
 
 def input_schedule(net: LoweredNetwork, x: np.ndarray, drain: int = 0) -> np.ndarray:
-    """Source data for samples ``x`` (N, size): each sample for T steps, then zeros.
+    """Source data for samples ``x``: (N, size) held for T steps, or (N, T, size); then zeros.
 
     Each sample's block is ``steps_per_sample + drain`` steps long.
 
     Returns:
-        int32 array (size, N·block), the layout Lava's RingBuffer expects.
+        int32 (float64 for float samples) array (size, N·block), the layout Lava's
+        RingBuffer expects.
     """
     steps = net.steps_per_sample() + drain
-    block = np.zeros((x.shape[0], steps, net.input.size), np.int32)
-    block[:, : net.input.timesteps] = x[:, None, :]
+    dtype = np.float64 if np.asarray(x).dtype.kind == "f" else np.int32
+    block = np.zeros((x.shape[0], steps, net.input.size), dtype)
+    block[:, : net.input.timesteps] = x if x.ndim == 3 else x[:, None, :]
     return block.reshape(-1, net.input.size).T.copy()
 
 
@@ -137,15 +146,8 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
     sources = {net.input.name: source}
     if bias is not None:
         sources[BIAS_SOURCE] = bias
-    lifs = {
-        name: LIF(
-            shape=(g.size,), du=g.params.du, dv=g.params.dv, vth=g.params.vth,
-            bias_mant=np.broadcast_to(g.params.bias_mant, (g.size,)).astype(np.int32),
-            bias_exp=np.broadcast_to(g.params.bias_exp, (g.size,)).astype(np.int32),
-            name=name,
-        )
-        for name, g in net.groups.items()
-    }
+    folder = _recording_folder()
+    lifs = {name: _neuron_process(name, g, folder, total) for name, g in net.groups.items()}
     synapses: dict[str, AbstractProcess] = {}
     for s in net.synapses:
         conn = _synapse_process(s)
@@ -153,12 +155,15 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
         src_port.connect(conn.s_in)
         conn.a_out.connect(lifs[s.dst].a_in)
         synapses[s.name] = conn
-    folder = _recording_folder()
     recorders, recordings = {}, {}
     for i, (name, lif) in enumerate(lifs.items()):
+        size = net.groups[name].size
+        if isinstance(lif, NirLIF) and lif.proc_params["record"]:
+            recordings[name] = open_voltage_recording(lif.proc_params["record"], total, size)
+            continue
         path = str(folder / f"group{i}.bool")
-        recordings[name] = open_recording(path, total, net.groups[name].size)
-        recorders[name] = SpikeRecorder(shape=(net.groups[name].size,), steps=total, path=path)
+        recordings[name] = open_recording(path, total, size)
+        recorders[name] = SpikeRecorder(shape=(size,), steps=total, path=path)
         lif.s_out.connect(recorders[name].a_in)
     lava_net = LavaNetwork(source, bias, lifs, synapses, recorders, recordings, steps, drain,
                            folder)
@@ -167,17 +172,36 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
     return lava_net
 
 
+def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> LIF:
+    """Lava's LIF, or :class:`NirLIF` where a float group resets late or never spikes."""
+    common = dict(
+        shape=(g.size,), du=g.params.du, dv=g.params.dv, vth=g.params.vth, name=name,
+        bias_mant=np.broadcast_to(g.params.bias_mant, (g.size,)).astype(np.int32),
+        bias_exp=np.broadcast_to(g.params.bias_exp, (g.size,)).astype(np.int32),
+    )
+    if g.reset == "zero" and g.spiking:
+        return LIF(**common)
+    record = "" if g.spiking else str(folder / f"{name}.v")
+    return NirLIF(reset=g.reset, record=record, steps=steps, **common)
+
+
+def _lava_dtype(w: np.ndarray | sp.spmatrix) -> type:
+    """int32 for Loihi integers; float weights stay float."""
+    return np.float64 if w.dtype.kind == "f" else np.int32
+
+
 def _synapse_process(s: SynapseSpec) -> AbstractProcess:
     """Dense or Sparse, with a delay variant where lowering padded the path."""
     common = dict(weight_exp=s.weight_exp, num_message_bits=s.num_message_bits, name=s.name)
+    dtype = _lava_dtype(s.weights)
     if s.is_sparse:
-        weights = s.weights.astype(np.int32).tocsr()
+        weights = s.weights.astype(dtype).tocsr()
         if s.delay:
             delays = weights.astype(int)  # Lava insists on the platform int dtype here
             delays.data[:] = s.delay
             return DelaySparse(weights=weights, delays=delays, **common)
         return Sparse(weights=weights, **common)
-    weights = np.asarray(s.weights, np.int32)
+    weights = np.asarray(s.weights, dtype)
     if s.delay:
         return DelayDense(weights=weights, delays=np.full(weights.shape, s.delay, dtype=int),
                           **common)
@@ -189,6 +213,8 @@ def reset_state(lava_net: LavaNetwork) -> None:
     for lif in lava_net.lifs.values():
         lif.u.set(np.zeros(lif.u.shape, np.int32))
         lif.v.set(np.zeros(lif.v.shape, np.int32))
+        if isinstance(lif, NirLIF):
+            lif.pending.set(np.zeros(lif.pending.shape, np.int32))
     for conn in lava_net.synapses.values():
         conn.a_buff.set(np.zeros(conn.a_buff.shape, np.int32))
 

@@ -52,7 +52,7 @@ import scipy.sparse as sp
 
 from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, NEURON_LOWERINGS, LoweredNetwork
+from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
 
 def value_bits(fan_in: int) -> int:
     """Magnitude bits left to graded values (x, y) so that an int32 sum of ``fan_in``
@@ -236,9 +236,8 @@ def _lower_block(graph: nir.NIRGraph, net: LoweredNetwork, dend: str,
         (c_out.ravel() * s_y / s_x, (idx // k, idx)), shape=(d, d * k))))
 
     # --- z = gain·Λ/64 · (scale·(y + Σ LRF(y) + Σ lrf bias) + shift), in parallel-mode units.
-    out_node = graph.nodes[out_group]
-    neuron = NEURON_LOWERINGS[type(out_node)](out_node, net.dt, out_group)
-    s_z = neuron["gain"] * net.groups[out_group].float_params["lambda"] / (1 << fixed.ACT_SHIFT)
+    params = net.groups[out_group].float_params
+    s_z = params["gain"] * params["lambda"] / (1 << fixed.ACT_SHIFT)
     bn = graph.nodes[bn_name]
     bn_scale = _diag(bn.weight)[:, 0, 0]
     bias = np.asarray(bn.bias, np.float64).copy()

@@ -154,7 +154,7 @@ class LifState:
 
 
 def lif_step(
-    state: LifState, a_in: np.ndarray, p: LifParams
+    state: LifState, a_in: np.ndarray, p: LifParams, spiking: bool = True
 ) -> tuple[np.ndarray, LifState]:
     """One bit-accurate Loihi CUBA LIF update (see the module docstring).
 
@@ -162,6 +162,7 @@ def lif_step(
         state: u and v before the step.
         a_in: summed synaptic input of this step, in weight units.
         p: the group's integer parameters.
+        spiking: False for a voltage readout, which never spikes nor resets.
 
     Returns:
         The boolean spikes and the new state (v already reset where it spiked).
@@ -169,7 +170,7 @@ def lif_step(
     a_in = np.asarray(a_in, dtype=np.int64)
     u = wrap_current(decay(state.u, p.du + 1) + (a_in << ACT_SHIFT))
     v = clip_voltage(decay(state.v, p.dv) + u + scaled_bias(p.bias_mant, p.bias_exp))
-    spikes = v > (np.int64(p.vth) << VTH_SHIFT)
+    spikes = (v > (np.int64(p.vth) << VTH_SHIFT)) & spiking
     return spikes, LifState(u, np.where(spikes, 0, v))
 
 

@@ -8,12 +8,17 @@ neuron groups into a single matrix per (source, target) pair (DESIGN.md §4:
 
 Dispatch is by table: :data:`MATRIX_BUILDERS` maps a node type to a function
 ``(node, input_shape) -> LinearMap``.
+
+A NIR ``Delay`` is linear too, but it shifts time rather than mixing values, so
+an expression keys its terms by :class:`Tap` (source, lag in steps): paths from
+one source that reach a target with different lags become different synapses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import nir
 import numpy as np
@@ -32,18 +37,42 @@ class LinearMap:
     out_shape: tuple[int, ...]
 
 
+class Tap(NamedTuple):
+    """A source's output ``lag`` steps ago (``lag`` > 0 only behind a NIR Delay)."""
+
+    source: str
+    lag: int = 0
+
+
 @dataclass(eq=False)
 class Expression:
-    """An affine function of several sources' outputs: ``Σ_src M_src @ s_src + bias``."""
+    """An affine function of delayed sources: ``Σ_tap M_tap @ s_tap.source[t − tap.lag] + bias``."""
 
-    terms: dict[str, sp.csr_matrix]
+    terms: dict[Tap, sp.csr_matrix]
     bias: np.ndarray
     shape: tuple[int, ...]
 
     @classmethod
     def source(cls, name: str, shape: tuple[int, ...]) -> Expression:
         n = int(np.prod(shape))
-        return cls({name: sp.identity(n, format="csr", dtype=np.float64)}, np.zeros(n), shape)
+        return cls({Tap(name): sp.identity(n, format="csr", dtype=np.float64)}, np.zeros(n),
+                   shape)
+
+    def delayed(self, lags: np.ndarray) -> Expression:
+        """This expression seen through per-element delays of ``lags`` steps (NIR Delay).
+
+        Each distinct lag selects its rows and shifts every tap by it; a constant bias
+        is the same at every step, so it passes unchanged.
+        """
+        lags = np.broadcast_to(np.asarray(lags, np.int64).ravel(), self.bias.shape)
+        terms: dict[Tap, sp.csr_matrix] = {}
+        for lag in np.unique(lags):
+            rows = sp.diags((lags == lag).astype(np.float64), format="csr")
+            for tap, mat in self.terms.items():
+                key = Tap(tap.source, tap.lag + int(lag))
+                part = (rows @ mat).tocsr()
+                terms[key] = (terms[key] + part).tocsr() if key in terms else part
+        return Expression(terms, self.bias, self.shape)
 
     def then(self, m: LinearMap) -> Expression:
         """Apply a linear node after this expression."""
@@ -51,7 +80,7 @@ class Expression:
             raise ValidationError(
                 f"a linear node expects {m.matrix.shape[1]} inputs but receives {self.bias.size}"
             )
-        terms = {src: (m.matrix @ mat).tocsr() for src, mat in self.terms.items()}
+        terms = {tap: (m.matrix @ mat).tocsr() for tap, mat in self.terms.items()}
         bias = m.matrix @ self.bias + (0.0 if m.bias is None else m.bias)
         return Expression(terms, np.asarray(bias, np.float64), m.out_shape)
 
@@ -62,8 +91,8 @@ class Expression:
                 f"edges entering one node carry {self.bias.size} and {other.bias.size} values"
             )
         terms = dict(self.terms)
-        for src, mat in other.terms.items():
-            terms[src] = (terms[src] + mat).tocsr() if src in terms else mat
+        for tap, mat in other.terms.items():
+            terms[tap] = (terms[tap] + mat).tocsr() if tap in terms else mat
         return Expression(terms, self.bias + other.bias, self.shape)
 
 

@@ -5,15 +5,22 @@ plus the wiring and the latency of every neuron group. :mod:`lrfdyn.loihi.build`
 turns it into Lava processes and :mod:`lrfdyn.sim.reference` runs it in numpy;
 both read the same object, so they cannot disagree about a parameter.
 
-Dispatch is by table. Linear node types are those of
-:data:`lrfdyn.loihi.linear.MATRIX_BUILDERS`; every chain or sum of linear nodes
-between neurons is composed into one synapse matrix per (source, target) pair.
-:data:`NEURON_LOWERINGS` maps neuron node types (LIF, Threshold) to their
-lowering. Every unsupported node in a graph is named in one error, not one at a
-time.
+Lowering runs in two stages. :func:`wire` flattens subgraphs, discretizes every
+neuron node into :class:`~lrfdyn.loihi.neurons.Dynamics` (under an explicit
+producer convention) and composes every chain or sum of linear nodes between
+neurons (:data:`lrfdyn.loihi.linear.MATRIX_BUILDERS`, plus NIR ``Delay``) into one
+matrix per (source, lag, target). It is shared with the float lowering
+(:mod:`lrfdyn.loihi.float_lower`). :func:`lower` then quantizes each group.
+Every unsupported node in a graph is named in one error, not one at a time.
 
-Fixed-point mapping of a neuron group (one NIR ``LIF`` node, forward Euler with
-step dt, gain ``g = dt·r/tau``): the float voltage v becomes the integer
+Time: group g's step t runs at Lava step ``t + latency(g)``. A synapse carries
+its source ``lag`` logical steps late: 0 on a feed-forward edge, the NIR Delay
+in steps behind one, and 1 on a group's edge into itself (the previous step's
+spikes, as snnTorch's RLeaky). Its Lava delay makes up the rest
+(:func:`assign_latencies`).
+
+Fixed-point mapping of a neuron group (forward Euler with step dt, input gain
+``g``; ``g = dt·r/tau`` for a LIF): the float voltage v becomes the integer
 ``v·Λ`` with ``Λ = 64·vth/v_threshold``, so the threshold is exact. An incoming
 synapse with float weights W, whose source sends integers ``L`` times its float
 value (L = 255 for 8-bit pixels, 1 for spikes), gets integer weights
@@ -33,7 +40,6 @@ with the first input, exactly as in the float model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +49,9 @@ import scipy.sparse as sp
 
 from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError, ValidationError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.linear import MATRIX_BUILDERS, Expression, linear_map
-from lrfdyn.registry import registrar
+from lrfdyn.loihi.graph import flatten
+from lrfdyn.loihi.linear import MATRIX_BUILDERS, Expression, Tap, linear_map
+from lrfdyn.loihi.neurons import NEURON_LOWERINGS, NIR, Convention, Dynamics
 
 #: Lowering format version, recorded in simulate reports and netx files.
 LOWERING_VERSION = 1
@@ -87,6 +94,10 @@ class SynapseSpec:
     num_message_bits: int = 0
     clipped: int = 0
     scale: float = 1.0
+    #: Logical steps between the source's output and the target seeing it (NIR Delay).
+    lag: int = 0
+    #: Carries the previous step's spikes of a group back into itself.
+    recurrent: bool = False
 
     def __post_init__(self) -> None:
         w = self.weights
@@ -142,6 +153,10 @@ class NeuronGroup:
     latency: int = 0
     shape: tuple[int, ...] = ()
     float_params: dict[str, float] = field(default_factory=dict)
+    #: ``subtract_next`` (snnTorch) in float networks only.
+    reset: str = "zero"
+    #: False for a voltage readout (LI, I, CubaLI), which never spikes.
+    spiking: bool = True
 
     @property
     def state_bits(self) -> int:
@@ -185,72 +200,14 @@ class LoweredNetwork:
                 "weight_exp": s.weight_exp, "synapses": s.nnz,
                 "weight_min": int(s.weights.min()), "weight_max": int(s.weights.max()),
                 "clipped": s.clipped, "delay": s.delay,
-                "scale": s.scale, "vth": g.params.vth, "dv": g.params.dv,
+                "scale": s.scale, "vth": g.params.vth, "du": g.params.du, "dv": g.params.dv,
             })
         return rows
 
 
-# ---------------------------------------------------------------- neuron lowerings
-
-#: Gain, leak and threshold of a neuron node (forward Euler at the graph's dt).
-NeuronLowering = Callable[[Any, float, str], dict[str, Any]]
-NEURON_LOWERINGS: dict[type, NeuronLowering] = {}
-
-
-register_neuron = registrar(NEURON_LOWERINGS)
-
-
-def _uniform(name: str, field_name: str, values: Any) -> float:
-    arr = np.asarray(values, np.float64).ravel()
-    if arr.size and not np.allclose(arr, arr[0]):
-        raise UnsupportedNodeError(
-            f"{name}: per-neuron {field_name} is not supported by the Loihi LIF lowering "
-            "(Loihi shares du/dv/vth across a process); use one value per layer"
-        )
-    return float(arr[0])
-
-
-@register_neuron(nir.LIF)
-def _lif(node: nir.LIF, dt: float, name: str) -> dict[str, Any]:
-    tau = _uniform(name, "tau", node.tau)
-    r = _uniform(name, "r", node.r)
-    if _uniform(name, "v_reset", node.v_reset) != 0.0:
-        raise UnsupportedNodeError(f"{name}: v_reset != 0; Loihi's LIF resets the voltage to 0")
-    if tau < dt:
-        raise ValidationError(
-            f"{name}: tau={tau} s is shorter than one step dt={dt} s; forward Euler is unstable"
-        )
-    gain = dt / tau
-    return {
-        "gain": gain * r,
-        "dv": fixed.decay_from_factor(1.0 - gain),
-        "v_th": _uniform(name, "v_threshold", node.v_threshold),
-        "bias": gain * np.asarray(node.v_leak, np.float64).ravel(),
-        "tau_steps": tau / dt,
-        "memoryless": False,
-    }
-
-
-@register_neuron(nir.Threshold)
-def _threshold(node: nir.Threshold, dt: float, name: str) -> dict[str, Any]:
-    """A memoryless ``z = H(I − θ)``: a LIF whose v decays to 0 within one step.
-
-    With dv = 4095, v keeps ``|v| >> 12`` of its value, which is 0 while |v| < 4096;
-    quantization keeps every input below that bound (checked, not assumed).
-    """
-    return {
-        "gain": 1.0,
-        "dv": fixed.DECAY_UNITY - 1,
-        "v_th": _uniform(name, "threshold", node.threshold),
-        "bias": np.zeros(1),
-        "tau_steps": 0.0,
-        "memoryless": True,
-    }
-
-
 # ---------------------------------------------------------------- graph walking
 
-_FIXED_ROLES = {nir.Input: "input", nir.Output: "output"}
+_FIXED_ROLES = {nir.Input: "input", nir.Output: "output", nir.Delay: "delay"}
 
 
 def _role(node: nir.NIRNode) -> str | None:
@@ -280,34 +237,6 @@ def _check_supported(graph: nir.NIRGraph) -> None:
         )
 
 
-def _topological(graph: nir.NIRGraph) -> list[str]:
-    preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
-    for src, dst in graph.edges:
-        for end in (src, dst):
-            if end not in graph.nodes:
-                raise ValidationError(f"edge ({src}, {dst}) names unknown node {end!r}")
-        preds[dst].append(src)
-    order: list[str] = []
-    state: dict[str, int] = {}
-
-    def visit(n: str) -> None:
-        if state.get(n) == 2:
-            return
-        if state.get(n) == 1:
-            raise UnsupportedNodeError(
-                f"recurrent edge into {n!r}: this lowering handles feed-forward graphs only"
-            )
-        state[n] = 1
-        for p in preds[n]:
-            visit(p)
-        state[n] = 2
-        order.append(n)
-
-    for n in graph.nodes:
-        visit(n)
-    return order
-
-
 def _sole(items: list[str], what: str) -> str:
     if len(items) != 1:
         raise ValidationError(f"expected exactly one {what}, found {len(items)}: {items}")
@@ -318,35 +247,73 @@ def _input_shape(node: nir.Input) -> tuple[int, ...]:
     return tuple(int(v) for v in np.atleast_1d(next(iter(node.input_type.values()))))
 
 
-def lower(graph: nir.NIRGraph) -> LoweredNetwork:
-    """Lower a feed-forward NIR graph of linear nodes and LIF/Threshold neurons.
+def _declared_shape(node: nir.NIRNode) -> tuple[int, ...] | None:
+    """The shape a neuron node's own parameters give it (None for scalar parameters)."""
+    shape = np.atleast_1d(next(iter(node.input_type.values()), np.array([])))
+    return tuple(int(v) for v in shape) if shape.size and shape.min() > 0 else None
 
-    Raises:
-        UnsupportedNodeError: for node types, parameters or topologies Loihi cannot run,
-            naming every offending node.
-        LoihiRangeError: for values that do not fit Loihi's bit widths.
-        ValidationError: for malformed graphs (dangling edges, shapes, missing metadata).
+
+def delay_steps(node: nir.Delay, dt: float, name: str) -> np.ndarray:
+    steps = np.asarray(node.delay, np.float64) / dt
+    lags = np.rint(steps).astype(np.int64)
+    if not np.allclose(steps, lags, atol=1e-6) or lags.min(initial=0) < 0:
+        raise ValidationError(
+            f"{name}: delays {node.delay} are not whole multiples of dt={dt:g} s; pick --dt"
+        )
+    return lags
+
+
+@dataclass(eq=False)
+class GroupPlan:
+    """One neuron group before quantization: its dynamics and the taps that drive it."""
+
+    name: str
+    dynamics: Dynamics
+    inputs: Expression
+
+
+@dataclass(eq=False)
+class Wiring:
+    """A NIR graph as neuron groups (in an order where forward sources come first)."""
+
+    input: InputSpec
+    input_shape: tuple[int, ...]
+    groups: list[GroupPlan]
+    output: str
+    dt: float
+    convention: Convention
+    metadata: dict[str, Any]
+    recurrent: set[tuple[str, str]]
+
+
+def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None = None,
+         levels: int | None = None) -> Wiring:
+    """Discretize every neuron node and compose the linear nodes between them.
+
+    Subgraphs are flattened first. A group may feed itself (through linear nodes): that
+    edge carries the previous step's spikes, as snnTorch's RLeaky does. Loops through
+    several groups are refused, since each synapse in them would cost Lava a step.
     """
+    graph = flatten(graph)
     _check_supported(graph)
-    order = _topological(graph)
-    role = {n: _role(graph.nodes[n]) for n in graph.nodes}
+    role = {n: _role(node) for n, node in graph.nodes.items()}
     preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges:
+        for end in (src, dst):
+            if end not in graph.nodes:
+                raise ValidationError(f"edge ({src}, {dst}) names unknown node {end!r}")
         preds[dst].append(src)
     meta = dict(graph.metadata)
-    dt = float(meta.get("dt", 1.0))
-    timesteps = int(meta.get("timesteps", 0))
+    dt = float(meta.get("dt", conv.dt))
+    timesteps = int(meta.get("timesteps", 0)) if timesteps is None else timesteps
     if timesteps < 1:
         raise ValidationError(
             "graph metadata has no 'timesteps'; export with `lrfdyn export` or set it"
         )
-    levels = int(meta.get("input_levels", 1))
-
-    in_name = _sole([n for n in order if role[n] == "input"], "Input node")
+    levels = int(meta.get("input_levels", 1)) if levels is None else levels
+    in_name = _sole([n for n in graph.nodes if role[n] == "input"], "Input node")
     in_shape = _input_shape(graph.nodes[in_name])
-    spec_in = InputSpec(name=in_name, size=int(np.prod(in_shape)), levels=levels,
-                        timesteps=timesteps)
-    out_name = _sole([n for n in order if role[n] == "output"], "Output node")
+    out_name = _sole([n for n in graph.nodes if role[n] == "output"], "Output node")
     out_src = _sole(preds[out_name], "source of the Output node")
     if role[out_src] != "neuron":
         raise UnsupportedNodeError(
@@ -355,36 +322,133 @@ def lower(graph: nir.NIRGraph) -> LoweredNetwork:
 
     shapes: dict[str, tuple[int, ...]] = {in_name: in_shape}
     exprs: dict[str, Expression] = {}
-    groups: dict[str, NeuronGroup] = {}
-    synapses: list[SynapseSpec] = []
+    inputs: dict[str, Expression] = {}
+    busy: set[str] = set()
 
-    def incoming(name: str) -> Expression:
-        if not preds[name]:
-            raise ValidationError(f"node {name!r} has no incoming edge")
-        total: Expression | None = None
-        for p in preds[name]:
-            e = exprs[p] if role[p] == "linear" else Expression.source(p, shapes[p])
-            total = e if total is None else total.plus(e)
-        assert total is not None
+    def sent_by(n: str) -> Expression:
+        """What node ``n`` passes downstream, as taps of neuron outputs and the input."""
+        if role[n] in ("input", "neuron"):
+            return Expression.source(n, shape_of(n))
+        if n not in exprs:
+            if n in busy:
+                raise UnsupportedNodeError(
+                    f"a loop of linear nodes through {n!r} contains no neuron; it has no "
+                    "discrete-time meaning"
+                )
+            busy.add(n)
+            e, node = summed_into(n), graph.nodes[n]
+            exprs[n] = (e.delayed(delay_steps(node, dt, n)) if role[n] == "delay"
+                        else e.then(linear_map(node, e.shape, n)))
+        return exprs[n]
+
+    def summed_into(n: str) -> Expression:
+        if not preds[n]:
+            raise ValidationError(f"node {n!r} has no incoming edge")
+        total = sent_by(preds[n][0])
+        for p in preds[n][1:]:
+            total = total.plus(sent_by(p))
         return total
 
-    for name in order:
-        if role[name] == "linear":
-            e = incoming(name)
-            exprs[name] = e.then(linear_map(graph.nodes[name], e.shape, name))
-        elif role[name] == "neuron":
-            node = graph.nodes[name]
-            neuron = NEURON_LOWERINGS[type(node)](node, dt, name)
-            e = incoming(name)
-            shapes[name] = e.shape
-            src_levels = {src: (levels if src == in_name else 1) for src in e.terms}
-            groups[name], new = _quantize_group(name, neuron, e, src_levels)
-            synapses.extend(new)
+    def shape_of(n: str) -> tuple[int, ...]:
+        if n not in shapes:
+            if n in busy:  # reached again through its own recurrent loop
+                declared = _declared_shape(graph.nodes[n])
+                if declared is None:
+                    raise ValidationError(
+                        f"{n}: its size cannot be inferred through its recurrent loop; give "
+                        "its parameters one value per neuron"
+                    )
+                shapes[n] = declared
+                return declared
+            busy.add(n)
+            inputs[n] = summed_into(n)
+            if n in shapes and np.prod(shapes[n]) != inputs[n].bias.size:
+                raise ValidationError(
+                    f"{n}: its parameters declare {shapes[n]} neurons, its inputs carry "
+                    f"{inputs[n].bias.size} values"
+                )
+            shapes[n] = inputs[n].shape
+        return shapes[n]
 
-    _assign_latencies(spec_in, groups, synapses)
-    return LoweredNetwork(
-        input=spec_in, groups=groups, synapses=synapses, output=out_src, dt=dt, metadata=meta
-    )
+    neurons = [n for n in graph.nodes if role[n] == "neuron"]
+    for n in neurons:
+        shape_of(n)
+    order, recurrent = _group_order(neurons, inputs)
+    plans = [GroupPlan(n, NEURON_LOWERINGS[type(graph.nodes[n])](graph.nodes[n], dt, n, conv),
+                       inputs[n]) for n in order]
+    silent = {p.name for p in plans if not p.dynamics.spiking}
+    for p in plans:
+        fed = silent & {tap.source for tap in p.inputs.terms}
+        if fed:
+            raise UnsupportedNodeError(
+                f"{', '.join(sorted(fed))} emits no spikes (LI, I, CubaLI), so it can only be "
+                f"read out as the graph's output, not feed {p.name!r}"
+            )
+    spec_in = InputSpec(name=in_name, size=int(np.prod(in_shape)), levels=levels,
+                        timesteps=timesteps)
+    return Wiring(spec_in, in_shape, plans, out_src, dt, conv, meta, recurrent)
+
+
+def _group_order(
+    neurons: list[str], inputs: dict[str, Expression]
+) -> tuple[list[str], set[tuple[str, str]]]:
+    """Groups with their forward sources first; the edges that close a loop are recurrent."""
+    state: dict[str, int] = {}
+    order: list[str] = []
+    recurrent: set[tuple[str, str]] = set()
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        for src in {tap.source for tap in inputs[n].terms}:
+            if src not in inputs:
+                continue  # the network input
+            if state.get(src) == 1:
+                if src != n:
+                    raise UnsupportedNodeError(
+                        f"recurrent loop from {src!r} back into {n!r} passes through several "
+                        "neuron groups; each synapse costs Lava one step, so only a group "
+                        "feeding itself is exact"
+                    )
+                recurrent.add((src, n))
+            elif src not in state:
+                visit(src)
+        state[n] = 2
+        order.append(n)
+
+    for n in neurons:
+        if n not in state:
+            visit(n)
+    return order, recurrent
+
+
+def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None = None,
+          levels: int | None = None) -> LoweredNetwork:
+    """Lower a NIR graph to Loihi integers (CUBA LIF groups and 8-bit synapses).
+
+    Raises:
+        UnsupportedNodeError: for node types, parameters or topologies Loihi cannot run,
+            naming every offending node.
+        LoihiRangeError: for values that do not fit Loihi's bit widths.
+        ValidationError: for malformed graphs (dangling edges, shapes, missing metadata).
+    """
+    w = wire(graph, conv, timesteps=timesteps, levels=levels)
+    groups: dict[str, NeuronGroup] = {}
+    synapses: list[SynapseSpec] = []
+    for plan in w.groups:
+        src_levels = {tap.source: (w.input.levels if tap.source == w.input.name else 1)
+                      for tap in plan.inputs.terms}
+        groups[plan.name], new = _quantize_group(plan.name, plan.dynamics, plan.inputs,
+                                                 src_levels)
+        synapses.extend(new)
+    assign_latencies(w, groups, synapses)
+    meta = dict(w.metadata)
+    substituted = [p.name for p in w.groups if p.dynamics.reset != "zero"]
+    if substituted:
+        # Loihi's LIF always resets to 0 in the step that spikes; what that costs is
+        # measured as spike agreement against the float model, never hidden.
+        meta["reset_substituted"] = {g: "zero (Loihi) for subtract_next" for g in substituted}
+    return LoweredNetwork(input=w.input, groups=groups, synapses=synapses, output=w.output,
+                          dt=w.dt, metadata=meta)
 
 
 def _max_abs(m: sp.spmatrix) -> float:
@@ -392,23 +456,28 @@ def _max_abs(m: sp.spmatrix) -> float:
 
 
 def _quantize_group(
-    name: str, neuron: dict[str, Any], e: Expression, src_levels: dict[str, int]
+    name: str, dyn: Dynamics, e: Expression, src_levels: dict[str, int]
 ) -> tuple[NeuronGroup, list[SynapseSpec]]:
-    """Choose vth (hence Λ) for one group and quantize its incoming synapses and bias."""
-    gain, theta = neuron["gain"], neuron["v_th"]
+    """Choose vth (hence Λ) for one group and quantize its incoming synapses and bias.
+
+    A group that never spikes is scaled as if its threshold were 1: its integer
+    voltage is read out, and ``v = v_int / Λ``.
+    """
+    gain, theta = dyn.gain, (dyn.v_th if dyn.spiking else 1.0)
     if theta <= 0:
         raise UnsupportedNodeError(f"{name}: threshold must be positive, got {theta}")
     size = e.bias.size
-    bias = e.bias * gain + np.broadcast_to(neuron["bias"], (size,))
+    bias = e.bias * gain + np.broadcast_to(dyn.bias, (size,))
     exps = {src: (0 if lv == 1 else -math.ceil(math.log2(lv + 1)))
             for src, lv in src_levels.items()}
     vth = fixed.VTH_MAX
-    for src, mat in e.terms.items():
+    for tap, mat in e.terms.items():
         peak = gain * _max_abs(mat)
         if peak > 0:
-            lv = src_levels[src]
-            vth = min(vth, math.floor(fixed.WEIGHT_MAX * theta * lv * 2.0**exps[src] / peak))
-    if neuron["memoryless"]:
+            lv = src_levels[tap.source]
+            vth = min(vth, math.floor(fixed.WEIGHT_MAX * theta * lv * 2.0**exps[tap.source]
+                                      / peak))
+    if dyn.memoryless:
         # Keep every input current below 4096 so that v carries nothing to the next step:
         # |u| <= gain·Λ·(Σ|W| + |b|) with Λ = 64·vth/θ, and every input is at most 1.
         rows = sum(np.asarray(abs(m).sum(axis=1)).ravel() for m in e.terms.values())
@@ -423,24 +492,37 @@ def _quantize_group(
         )
     lam = 64.0 * vth / theta
     synapses = []
-    for src, mat in e.terms.items():
-        lv = src_levels[src]
+    for tap, mat in e.terms.items():
+        lv = src_levels[tap.source]
         scale = gain * lam / (64.0 * lv)
-        q = fixed.quantize_to_mantissa(mat, scale, exps[src])
+        q = fixed.quantize_to_mantissa(mat, scale, exps[tap.source])
         weights = q.mant if _is_sparse_enough(q.mant) else q.mant.toarray()
         synapses.append(SynapseSpec(
-            name=f"{src}->{name}", src=src, dst=name, weights=weights, weight_exp=q.exp,
-            num_message_bits=_message_bits(lv), clipped=q.clipped, scale=scale,
+            name=synapse_name(tap, name), src=tap.source, dst=name, weights=weights,
+            weight_exp=q.exp, num_message_bits=_message_bits(lv), clipped=q.clipped,
+            scale=scale, lag=tap.lag,
         ))
     if np.any(bias != 0):
         synapses.append(_bias_synapse(name, bias * lam))
-    params = fixed.LifParams(du=fixed.DECAY_UNITY - 1, dv=neuron["dv"], vth=vth)
+    # A memoryless group's dv = 4095 forgets v within the step, proven below; any other
+    # group with dt/τ = 1 needs dv = 4096, one more than Loihi holds, and is refused.
+    dv = fixed.DECAY_UNITY - 1 if dyn.memoryless else fixed.decay_from_factor(1.0 - dyn.dv)
+    params = fixed.LifParams(du=_current_decay12(dyn.du), dv=dv, vth=vth)
     group = NeuronGroup(name=name, size=size, params=params, shape=e.shape, float_params={
-        "tau_steps": neuron["tau_steps"], "v_th": theta, "lambda": lam,
-    })
-    if neuron["memoryless"]:
+        "tau_steps": dyn.tau_steps, "v_th": theta, "lambda": lam, "gain": dyn.gain,
+    }, spiking=dyn.spiking)
+    if dyn.memoryless:
         _check_memoryless(group, synapses)
     return group, synapses
+
+
+def _current_decay12(fraction: float) -> int:
+    """A current decay fraction as Loihi's du, which decays u by (4096 − (du + 1))/4096."""
+    return int(np.clip(round(fraction * fixed.DECAY_UNITY) - 1, 0, fixed.DECAY_UNITY - 1))
+
+
+def synapse_name(tap: Tap, dst: str) -> str:
+    return f"{tap.source}->{dst}" + (f"@{tap.lag}" if tap.lag else "")
 
 
 #: Below this density a synapse layer is stored and simulated as a Lava Sparse process.
@@ -482,16 +564,23 @@ def _bias_synapse(group: str, bias_v: np.ndarray) -> SynapseSpec:
     )
 
 
-def _assign_latencies(
-    spec_in: InputSpec, groups: dict[str, NeuronGroup], synapses: list[SynapseSpec]
-) -> None:
-    """Each synapse costs one step; pad shorter paths with delays so all arrive together."""
-    latency = {spec_in.name: 0, BIAS_SOURCE: 0}
+def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> None:
+    """Set each group's Lava latency and each synapse's delay.
+
+    Each synapse costs Lava one step, so group g's step t runs at Lava step
+    ``t + latency(g)``, with latency one more than its slowest forward source. A synapse
+    whose target must see its source ``lag`` steps late (a NIR Delay, or the previous
+    step's spikes on a recurrent edge) gets ``latency(dst) − latency(src) − 1 + lag``.
+    """
+    latency = {w.input.name: 0, BIAS_SOURCE: 0}
     for name, group in groups.items():
         inc = [s for s in synapses if s.dst == name]
+        for s in inc:
+            s.recurrent = (s.src, name) in w.recurrent
         # The bias follows the data; it never sets the pace.
-        group.latency = max(latency[s.src] + 1 for s in inc if s.src != BIAS_SOURCE)
+        group.latency = max(latency[s.src] + 1 for s in inc
+                            if s.src != BIAS_SOURCE and not s.recurrent)
         latency[name] = group.latency
         for s in inc:
-            s.delay = group.latency - latency[s.src] - 1
+            s.delay = group.latency - latency[s.src] - 1 + s.lag + int(s.recurrent)
             s.__post_init__()

@@ -191,17 +191,33 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
                    help="parallel: a neuron per token (default); dendritic: LRF-Dyn blocks "
                         "stream one token per step through k·d compartments")
     p.add_argument("--report", help="also write the JSON report to this file")
+    g = p.add_argument_group("any NIR graph on an input array (snnTorch, Norse, ...)")
+    # dest "precision", not "mode": --mode names the lowering of lrfdyn's own transformers.
+    precision = g.add_mutually_exclusive_group()
+    precision.add_argument("--float", dest="precision", action="store_const", const="float",
+                           help="Lava floating_pt; must equal the NIR semantics spike for spike")
+    precision.add_argument("--fixed", dest="precision", action="store_const", const="fixed",
+                           help="Loihi integers; reports quantization and its spike agreement")
+    g.add_argument("--input", help="input array .npy, (T, ...) or (T, B, ...)")
+    g.add_argument("--output", help="write the Output node's spikes here (.npy)")
+    g.add_argument("--convention", default="nir",
+                   help="how the producer discretizes NIR: nir (default), snntorch, norse")
+    g.add_argument("--dt", type=float, help="time step in s (default: graph metadata, "
+                   "else the convention's)")
 
 
-@command("simulate", "run a NIR graph on Lava fixed_pt and check it spike by spike")
+@command("simulate", "run a NIR graph on Lava and check it spike by spike")
 @_args(_simulate_args)
 def cmd_simulate(a: argparse.Namespace) -> int:
     from lrfdyn.io import write_json
     from lrfdyn.pipeline import run_dendritic, run_simulation
 
-    run = run_dendritic if a.mode == "dendritic" else run_simulation
-    report = run(a.nir_file, data=a.data, data_dir=a.data_dir, samples=a.samples,
-                 use_lava=not a.no_lava, progress=not a.json)
+    if a.precision or a.input:
+        report = _simulate_array(a)
+    else:
+        run = run_dendritic if a.mode == "dendritic" else run_simulation
+        report = run(a.nir_file, data=a.data, data_dir=a.data_dir, samples=a.samples,
+                     use_lava=not a.no_lava, progress=not a.json)
     if a.report:
         write_json(a.report, report.to_dict())
     if a.json:
@@ -209,6 +225,18 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     else:
         print(report.summary())
     return 0 if not report.mismatches else 1
+
+
+def _simulate_array(a: argparse.Namespace) -> Any:
+    """``simulate graph.nir --float|--fixed --input x.npy``: any producer's graph."""
+    from lrfdyn.errors import ValidationError
+    from lrfdyn.pipeline import run_nir_on_array
+
+    if not (a.precision and a.input):
+        raise ValidationError("running a graph on an input array needs both --float or "
+                              "--fixed and --input x.npy")
+    return run_nir_on_array(a.nir_file, a.input, a.output, mode=a.precision,
+                            convention=a.convention, dt=a.dt)
 
 
 # ---------------------------------------------------------------- deploy

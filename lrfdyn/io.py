@@ -44,3 +44,27 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_array(path: str | os.PathLike[str], array: Any) -> Path:
+    """``np.save`` to exactly ``path`` (np.save alone would append ``.npy``), atomically."""
+    import numpy as np
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    return write_with(path, save)
+
+
+def read_array(path: str | os.PathLike[str]) -> Any:
+    """A ``.npy`` array, or one clear error."""
+    import numpy as np
+
+    from lrfdyn.errors import ValidationError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValidationError(f"{path}: not a readable .npy array ({exc}); write it with "
+                              "numpy.save") from None

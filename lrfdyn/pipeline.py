@@ -21,9 +21,10 @@ import numpy as np
 from lrfdyn.errors import ValidationError
 from lrfdyn.export.from_nir import run_float
 from lrfdyn.export.to_nir import model_to_nir, write_nir
-from lrfdyn.io import write_json
+from lrfdyn.io import read_array, write_array, write_json
 from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.reference import readout, run_reference
+from lrfdyn.sim.interop import InteropReport, run_graph
 from lrfdyn.sim.report import SimReport
 from lrfdyn.sim.simulate import read_graph, simulate
 from lrfdyn.train.checkpoint import load_checkpoint
@@ -121,6 +122,21 @@ def run_dendritic(nir_path: str | os.PathLike[str], *, data: str | None = None,
     with progress_bar("Lava streams", len(x) * blocks, progress and use_lava) as tick:
         return simulate_dendritic(graph, x, labels, use_lava=use_lava,
                                   float_predictions=float_pred, on_sample=tick)
+
+
+def run_nir_on_array(nir_path: str | os.PathLike[str], input_path: str | os.PathLike[str],
+                     output_path: str | os.PathLike[str] | None, *, mode: str,
+                     convention: str = "nir", dt: float | None = None) -> InteropReport:
+    """``lrfdyn simulate graph.nir --float|--fixed --input x.npy [--output y.npy]``."""
+    from lrfdyn.loihi.neurons import convention as named_convention
+
+    conv = named_convention(convention)
+    graph = read_graph(nir_path)
+    x = read_array(input_path)
+    y, report = run_graph(graph, x, mode=mode, conv=conv, dt=dt)
+    if output_path is not None:
+        write_array(output_path, y)
+    return report
 
 
 def quantized_accuracy(graph: nir.NIRGraph, data: str, data_dir: str | None,

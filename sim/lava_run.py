@@ -26,6 +26,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 from lrfdyn.errors import LavaRunError
 from lrfdyn.loihi.build import LavaNetwork, build_lava, build_streams, reset_state
 from lrfdyn.loihi.dendritic import DendriticBlock
+from lrfdyn.loihi.nir_neuron import NIR_NEURON_MODELS
 from lrfdyn.loihi.recorder import RECORDER_MODELS
 from lrfdyn.loihi.lower import LoweredNetwork
 
@@ -53,20 +54,29 @@ def run_lava(
 ) -> LavaRun:
     """Run samples ``x`` (N, input_size) through ``net`` on Lava and record every spike.
 
+    A float network (:func:`lrfdyn.loihi.float_lower.lower_float`) runs with
+    ``select_tag="floating_pt"`` on float samples. Groups that never spike come back
+    as their voltage (float; integer-valued in ``fixed_pt``) instead of spikes.
+
     By default the Sparse synapses use :data:`lrfdyn.sim.models.FAST_MODELS`,
     bit-identical to Lava's own and much faster; ``stock_models=True`` runs Lava's
     models only. ``run_cfg`` replaces the whole run configuration, e.g. with
     ``Loihi2HwCfg()`` for the chip; ``backend`` names it in error messages.
     """
-    lava_net = build_lava(net, np.asarray(x, np.int64))
+    x = np.asarray(x)
+    lava_net = build_lava(net, x if x.dtype.kind == "f" else x.astype(np.int64))
     steps = lava_net.block_steps
-    spikes = {g: np.zeros((len(x), lava_net.steps_per_sample, grp.size), bool)
+    # A float group that never spikes is read out by its voltage.
+    spikes = {g: np.zeros((len(x), lava_net.steps_per_sample, grp.size),
+                          bool if grp.spiking else np.float64)
               for g, grp in net.groups.items()}
     runner = lava_net.source
     if run_cfg is None:
         from lrfdyn.sim.models import FAST_MODELS
 
-        models = dict(RECORDER_MODELS) if stock_models else {**RECORDER_MODELS, **FAST_MODELS}
+        # The fast Sparse models are fixed_pt only; float runs use Lava's own.
+        fast = {} if stock_models or select_tag != "fixed_pt" else FAST_MODELS
+        models = {**RECORDER_MODELS, **NIR_NEURON_MODELS.get(select_tag, {}), **fast}
         run_cfg = Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=models)
     cfg = run_cfg
     compile_s = run_s = 0.0

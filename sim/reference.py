@@ -1,7 +1,9 @@
 """The integer reference executor: a lowered network run in numpy with Loihi arithmetic.
 
 It runs in *logical* time: within one step every group sees its sources'
-output of the same step, as the float model does. Lava adds one step per
+output of the same step, as the float model does, except where a synapse
+carries a lag (a NIR Delay, or a group's recurrent edge into itself, which
+sees the previous step). Lava adds one step per
 synapse; lowering equalized those latencies, so Lava's group ``g`` at step
 ``t + latency(g)`` must equal the reference at step ``t`` (DESIGN.md §3.5).
 Samples run as a batch: they are independent by construction.
@@ -27,44 +29,64 @@ def run_reference(
     Args:
         net: the lowered network.
         x: integer input payloads of shape (B, input_size), presented for the first
-            ``net.input.timesteps`` steps and zero afterwards.
+            ``net.input.timesteps`` steps and zero afterwards; or (B, T, input_size), a
+            different input at each of the T steps.
         steps: logical steps to run (default: the input's T).
         inputs: groups whose synaptic input comes from a function of this step's
             values (by source name) instead of their synapses; how dendritic mode
             feeds an attention LIF from its token stream.
 
     Returns:
-        Boolean spikes of every group, shape (B, steps, group_size), by group name.
+        Boolean spikes of every group, shape (B, steps, group_size), by group name; the
+        integer voltage instead for a group that never spikes (a LI, I or CubaLI readout).
     """
     x = check_samples(net, x)
     steps = net.input.timesteps if steps is None else steps
     batch = x.shape[0]
     state = {g: fixed.LifState.zeros((batch, grp.size)) for g, grp in net.groups.items()}
-    spikes = {g: np.zeros((batch, steps, grp.size), bool) for g, grp in net.groups.items()}
+    spikes = {g: np.zeros((batch, steps, grp.size), bool if grp.spiking else np.int64)
+              for g, grp in net.groups.items()}
     # Lava clips and truncates each weight matrix once, on its first step; so does this.
     incoming = {g: [(syn, fixed.dense_effective_weights(syn.weights))
                     for syn in net.incoming(g)] for g in net.groups}
-    zero = np.zeros_like(x)
-    on = np.ones((batch, 1), np.int64)
+
+    def sent(src: str, t: int) -> np.ndarray:
+        """What ``src`` sent at logical step t (nothing before the sample starts)."""
+        if t < 0 or (src == net.input.name and t >= net.input.timesteps):
+            return np.zeros((batch, 1), np.int64)
+        if src == BIAS_SOURCE:
+            return np.ones((batch, 1), np.int64)
+        if src == net.input.name:
+            return x[:, t] if x.ndim == 3 else x
+        return spikes[src][:, t]
+
     for t in range(steps):
-        current = {net.input.name: x if t < net.input.timesteps else zero, BIAS_SOURCE: on}
+        done: list[str] = []
         for g, grp in net.groups.items():
             if inputs and g in inputs:
-                a_in = inputs[g](current)
+                # This step's values of the input, the bias and the groups already updated.
+                now = {src: sent(src, t) for src in (net.input.name, BIAS_SOURCE, *done)}
+                a_in = inputs[g](now)
             else:
                 a_in = np.zeros((batch, grp.size), np.int64)
                 for syn, effective in incoming[g]:
-                    a_in += fixed.accumulate(effective, current[syn.src], syn.weight_exp)
-            s, state[g] = fixed.lif_step(state[g], a_in, grp.params)
-            spikes[g][:, t] = s
-            current[g] = s
+                    lagged = sent(syn.src, t - syn.lag - int(syn.recurrent))
+                    if lagged.any():
+                        a_in += fixed.accumulate(effective, lagged, syn.weight_exp)
+            s, state[g] = fixed.lif_step(state[g], a_in, grp.params, grp.spiking)
+            spikes[g][:, t] = s if grp.spiking else state[g].v
+            done.append(g)
     return spikes
 
 
 def check_samples(net: LoweredNetwork, x: np.ndarray) -> np.ndarray:
-    """``x`` as int64 (N, input_size), or one clear error if it does not fit the network."""
+    """``x`` as int64 (N, input_size) or (N, T, input_size), or one clear error."""
     x = np.asarray(x, dtype=np.int64)
-    if x.ndim != 2 or x.shape[1] != net.input.size:
+    if x.ndim == 3 and x.shape[1] == net.input.timesteps:
+        x_step = x[:, 0]
+    else:
+        x_step = x
+    if x_step.ndim != 2 or x_step.shape[1] != net.input.size:
         raise ValidationError(
             f"samples have shape {x.shape[1:]}, but the network's input has {net.input.size} "
             "values; pick the data set the model was trained on (--data)"

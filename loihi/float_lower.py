@@ -1,0 +1,95 @@
+"""Lower a NIR graph to a float network for Lava's ``floating_pt`` models.
+
+The wiring, latencies and delays are the integer lowering's own
+(:func:`lrfdyn.loihi.lower.wire` and :func:`~lrfdyn.loihi.lower.assign_latencies`);
+only the numbers differ. Each synapse carries ``gain·W`` in float, so Lava's
+float LIF (``u ← (1 − du)·u + a_in``, ``v ← (1 − dv)·v + u``) steps exactly the
+discrete neuron of :mod:`lrfdyn.loihi.neurons`. The result is a
+:class:`~lrfdyn.loihi.lower.LoweredNetwork` whose groups hold
+:class:`FloatParams`, so :mod:`lrfdyn.loihi.build` builds it unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+
+from lrfdyn.errors import ValidationError
+from lrfdyn.loihi import fixed
+from lrfdyn.loihi.lower import (
+    BIAS_SOURCE,
+    SPARSE_BELOW,
+    LoweredNetwork,
+    NeuronGroup,
+    SynapseSpec,
+    assign_latencies,
+    synapse_name,
+    wire,
+)
+from lrfdyn.loihi.neurons import NIR, Convention
+
+#: Graded float payloads: Lava's float Dense multiplies rather than selects when this is > 0.
+GRADED_BITS = 24
+
+
+@dataclass(frozen=True)
+class FloatParams:
+    """Lava float LIF parameters; field names match :class:`~lrfdyn.loihi.fixed.LifParams`."""
+
+    du: float
+    dv: float
+    vth: float
+    bias_mant: float = 0.0
+    bias_exp: int = 0
+
+
+@dataclass(eq=False)
+class FloatSynapse(SynapseSpec):
+    """A synapse with float weights: no 8-bit range, only Lava's delay limit."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.delay <= fixed.MAX_DELAY:
+            raise ValidationError(
+                f"synapse {self.name}: delay {self.delay} exceeds Lava's maximum "
+                f"{fixed.MAX_DELAY}; shorten the NIR Delay or the shortcut path"
+            )
+
+
+def lower_float(graph: nir.NIRGraph, conv: Convention = NIR, *,
+                timesteps: int) -> LoweredNetwork:
+    """The float network of ``graph``: every input step is a float vector (graded)."""
+    w = wire(graph, conv, timesteps=timesteps, levels=1)
+    groups: dict[str, NeuronGroup] = {}
+    synapses: list[SynapseSpec] = []
+    for plan in w.groups:
+        dyn, e = plan.dynamics, plan.inputs
+        for tap, mat in e.terms.items():
+            weights = (dyn.gain * mat).tocsr()
+            synapses.append(FloatSynapse(
+                name=synapse_name(tap, plan.name), src=tap.source, dst=plan.name,
+                weights=weights if weights.nnz < SPARSE_BELOW * math.prod(weights.shape)
+                else weights.toarray(),
+                weight_exp=0, lag=tap.lag,
+                num_message_bits=GRADED_BITS if tap.source == w.input.name else 0,
+            ))
+        bias = e.bias * dyn.gain + np.broadcast_to(dyn.bias, e.bias.shape)
+        if np.any(bias != 0):
+            synapses.append(FloatSynapse(name=f"{plan.name}.bias", src=BIAS_SOURCE,
+                                         dst=plan.name, weights=bias[:, None], weight_exp=0))
+        groups[plan.name] = NeuronGroup(
+            name=plan.name, size=e.bias.size, shape=e.shape, reset=dyn.reset,
+            spiking=dyn.spiking,
+            params=FloatParams(du=dyn.du, dv=dyn.dv,
+                               vth=math.inf if dyn.v_th is None else dyn.v_th),
+        )
+    assign_latencies(w, groups, synapses)
+    return LoweredNetwork(input=w.input, groups=groups, synapses=synapses, output=w.output,
+                          dt=w.dt, metadata={**w.metadata, "convention": conv.name})
+
+
+def is_float(net: LoweredNetwork) -> bool:
+    return any(isinstance(g.params, FloatParams) for g in net.groups.values())
+

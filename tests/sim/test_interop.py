@@ -1,0 +1,231 @@
+"""Hand-built NIR graphs through every primitive, on real Lava, in both modes.
+
+Three small graphs together hold every NIR primitive lrfdyn lowers, a recurrent
+edge and a subgraph. ``--float`` must equal the numpy NIR simulation at every
+neuron and step of every layer; ``--fixed`` must equal the integer reference
+exactly and report its agreement with the float semantics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+import pytest
+
+from lrfdyn.cli import main
+from lrfdyn.errors import UnsupportedNodeError, ValidationError
+from lrfdyn.loihi.lower import lower, supported_types
+from lrfdyn.loihi.neurons import NIR
+from lrfdyn.sim.interop import run_graph
+
+DT = 1e-3
+T = 12
+
+
+def _full(shape, value: float) -> np.ndarray:
+    return np.full(shape, value, np.float64)
+
+
+def _lif(shape, tau_steps: float = 2.0, theta: float = 1.0) -> nir.LIF:
+    return nir.LIF(tau=_full(shape, tau_steps * DT), r=_full(shape, 1.0),
+                   v_leak=_full(shape, 0.0), v_threshold=_full(shape, theta),
+                   v_reset=_full(shape, 0.0))
+
+
+def _graph(nodes: dict, edges: list, in_shape, out_shape) -> nir.NIRGraph:
+    nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)}), **nodes,
+             "output": nir.Output(output_type={"output": np.array(out_shape)})}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": DT}, type_check=False)
+
+
+def conv_graph(rng: np.random.Generator) -> nir.NIRGraph:
+    """Conv2d (groups 2, padding) → LIF → SumPool2d → IF → AvgPool2d → Flatten → Scale →
+    Linear → Threshold."""
+    nodes = {
+        "conv": nir.Conv2d(input_shape=(6, 6), weight=rng.normal(0.4, 0.5, (4, 1, 3, 3)),
+                           bias=_full(4, 0.1), stride=1, padding=1, dilation=1, groups=2),
+        "lif": _lif((4, 6, 6)),
+        "sum": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                             padding=np.array([0, 0])),
+        "if": nir.IF(r=_full((4, 3, 3), 300.0), v_threshold=_full((4, 3, 3), 1.0),
+                     v_reset=_full((4, 3, 3), 0.0)),
+        "avg": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([1, 1]),
+                             padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([4, 2, 2])}),
+        "scale": nir.Scale(scale=rng.uniform(0.5, 1.5, 16)),
+        "lin": nir.Linear(weight=rng.normal(0.3, 0.6, (10, 16))),
+        "thr": nir.Threshold(threshold=_full(10, 0.4)),
+    }
+    seq = ["input", *nodes, "output"]
+    return _graph(nodes, list(zip(seq, seq[1:])), (2, 6, 6), (10,))
+
+
+def time_graph(rng: np.random.Generator, readout: str) -> nir.NIRGraph:
+    """Conv1d → CubaLIF → Delay (1 and 3 steps) → Affine → a LI or CubaLI readout."""
+    n = 18
+    last = {
+        "li": lambda: nir.LI(tau=_full(4, 3 * DT), r=_full(4, 1.0), v_leak=_full(4, 0.0)),
+        "cubali": lambda: nir.CubaLI(tau_syn=_full(4, 2 * DT), tau_mem=_full(4, 4 * DT),
+                                     r=_full(4, 1.0), v_leak=_full(4, 0.0), w_in=_full(4, 2.0)),
+    }[readout]()
+    nodes = {
+        "conv": nir.Conv1d(input_shape=8, weight=rng.normal(0.5, 0.5, (3, 2, 3)),
+                           bias=_full(3, 0.0), stride=1, padding=1, dilation=2, groups=1),
+        "cuba": nir.CubaLIF(tau_syn=_full((3, 6), 2 * DT), tau_mem=_full((3, 6), 3 * DT),
+                            r=_full((3, 6), 1.5), v_leak=_full((3, 6), 0.0),
+                            v_threshold=_full((3, 6), 0.3), v_reset=_full((3, 6), 0.0),
+                            w_in=_full((3, 6), 1.0)),
+        "delay": nir.Delay(delay=np.where(np.arange(n) % 2, 3 * DT, DT)),
+        "aff": nir.Affine(weight=rng.normal(0.4, 0.5, (4, n)), bias=_full(4, 0.05)),
+        "out": last,
+    }
+    seq = ["input", *nodes, "output"]
+    return _graph(nodes, list(zip(seq, seq[1:])), (2, 8), (4,))
+
+
+def sub_graph(rng: np.random.Generator, readout: str) -> nir.NIRGraph:
+    """A subgraph holding a LIF that feeds itself, then Linear → Integrator (or LIF)."""
+    inner = _graph({"aff": nir.Affine(weight=rng.normal(0.5, 0.8, (5, 3)), bias=_full(5, 0.1)),
+                    "lif": _lif(5, theta=0.6),
+                    "rec": nir.Linear(weight=rng.normal(0.0, 0.8, (5, 5)))},
+                   [("input", "aff"), ("aff", "lif"), ("lif", "rec"), ("rec", "lif"),
+                    ("lif", "output")], (3,), (5,))
+    last = nir.I(r=_full(3, 200.0)) if readout == "i" else _lif(3, theta=0.5)
+    return _graph({"block": inner, "lin": nir.Linear(weight=rng.normal(0.5, 0.5, (3, 5))),
+                   "out": last},
+                  [("input", "block"), ("block", "lin"), ("lin", "out"), ("out", "output")],
+                  (3,), (3,))
+
+
+@dataclass
+class Case:
+    graph: nir.NIRGraph
+    x: np.ndarray  # (T, B, …)
+
+
+def _spikes(rng: np.random.Generator, shape) -> np.ndarray:
+    return (rng.random((T, 2) + tuple(shape)) < 0.5).astype(np.float64)
+
+
+def _cases() -> dict[str, Case]:
+    rng = np.random.default_rng(7)
+    return {
+        "conv": Case(conv_graph(rng), _spikes(rng, (2, 6, 6))),
+        "time-li": Case(time_graph(rng, "li"), _spikes(rng, (2, 8))),
+        "time-cubali": Case(time_graph(rng, "cubali"), _spikes(rng, (2, 8))),
+        "sub-i": Case(sub_graph(rng, "i"), _spikes(rng, (3,))),
+        "sub-lif": Case(sub_graph(rng, "lif"), _spikes(rng, (3,))),
+    }
+
+
+CASES = _cases()
+FLOAT_CASES = ["conv", "time-li", "time-cubali", "sub-i"]
+FIXED_CASES = ["conv", "time-li", "sub-i"]
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[tuple[str, str], tuple]:
+    """Each case run once per mode on Lava (the slow part), shared by the tests below."""
+    out = {}
+    for mode, names in (("float", FLOAT_CASES), ("fixed", FIXED_CASES)):
+        for name in names:
+            out[(mode, name)] = run_graph(CASES[name].graph, CASES[name].x, mode=mode,
+                                          conv=NIR)
+    return out
+
+
+def test_the_graphs_hold_every_primitive_a_loop_and_a_subgraph() -> None:
+    seen = set()
+    for case in CASES.values():
+        for node in case.graph.nodes.values():
+            seen.add(type(node).__name__)
+            if isinstance(node, nir.NIRGraph):
+                seen |= {type(n).__name__ for n in node.nodes.values()}
+    assert set(supported_types()) <= seen and "NIRGraph" in seen
+    assert ("lif", "rec") in CASES["sub-lif"].graph.nodes["block"].edges
+
+
+@pytest.mark.parametrize("name", FLOAT_CASES)
+def test_float_lava_equals_the_nir_semantics_everywhere(runs, name: str) -> None:
+    y, report = runs[("float", name)]
+    assert report.mismatches == 0, report.first_mismatch
+    assert y.shape[:2] == (T, 2)
+    # Not vacuous: every spiking layer spiked, and the voltage readout moved.
+    assert all(layer["spikes_lava"] > 0 for layer in report.layers
+               if layer["name"] != report.output_node), report.layers
+    assert np.abs(y).sum() > 0
+
+
+@pytest.mark.parametrize("name", FIXED_CASES)
+def test_fixed_lava_equals_the_integer_reference_and_reports_agreement(runs, name) -> None:
+    y, report = runs[("fixed", name)]
+    assert report.mismatches == 0, report.first_mismatch
+    assert y.shape[:2] == (T, 2) and np.abs(y).sum() > 0
+    assert 0.8 <= report.output_agreement <= 1.0, report.layers
+    rows = {q["synapse"] for q in report.quantization}
+    assert all({"weight_exp", "clipped", "scale", "vth"} <= set(q) for q in report.quantization)
+    if name == "time-li":  # the two lags of the Delay are two synapses with their own delays
+        assert {"cuba->out@1", "cuba->out@3"} <= rows
+    if name == "sub-i":
+        assert "block.lif->block.lif" in rows
+
+
+def test_output_step_t_answers_input_step_t(runs) -> None:
+    """The output is the Output node's spikes with Lava's pipeline latency removed."""
+    from lrfdyn.sim.nir_sim import simulate_nir
+
+    case = CASES["conv"]
+    y, report = runs[("float", "conv")]
+    x = case.x.reshape(T, 2, -1).transpose(1, 0, 2)
+    want = simulate_nir(case.graph, x)["thr"].transpose(1, 0, 2)
+    assert report.latency_removed == 3  # three neuron groups, one synapse each
+    np.testing.assert_array_equal(y, want.astype(bool))
+
+
+def test_unsupported_nodes_are_listed_all_at_once() -> None:
+    @dataclass(eq=False)
+    class Product(nir.NIRNode):
+        pass
+
+    @dataclass(eq=False)
+    class Softmax(nir.NIRNode):
+        pass
+
+    g = sub_graph(np.random.default_rng(0), "lif")
+    g.nodes["p1"], g.nodes["p2"], g.nodes["s"] = Product(), Product(), Softmax()
+    g.edges += [("lin", "p1"), ("p1", "p2"), ("p2", "s")]
+    with pytest.raises(UnsupportedNodeError,
+                       match=r"Product \(p1\), Product \(p2\), Softmax \(s\); lrfdyn lowers"):
+        lower(g, timesteps=T)
+
+
+def test_a_loop_through_two_groups_is_refused() -> None:
+    g = sub_graph(np.random.default_rng(0), "lif")
+    g.nodes["back"] = nir.Linear(weight=np.ones((3, 3)))
+    g.edges += [("out", "back"), ("back", "block")]
+    with pytest.raises(UnsupportedNodeError, match="several neuron groups"):
+        lower(g, timesteps=T)
+
+
+def test_fixed_input_must_be_integers_and_shapes_must_fit() -> None:
+    case = CASES["sub-lif"]
+    with pytest.raises(ValidationError, match="--fixed needs integer input"):
+        run_graph(case.graph, case.x * 0.5, mode="fixed", conv=NIR)
+    with pytest.raises(ValidationError, match=r"input has shape \(12, 4\).*\(3,\)"):
+        run_graph(case.graph, np.zeros((T, 4)), mode="float", conv=NIR)
+
+
+def test_cli_runs_a_graph_on_an_array_and_writes_the_output(tmp_path, capsys) -> None:
+    case = CASES["sub-lif"]
+    nir.write(tmp_path / "g.nir", case.graph)
+    np.save(tmp_path / "x.npy", case.x[:, 0])  # unbatched (T, 3)
+    code = main(["simulate", str(tmp_path / "g.nir"), "--float", "--input",
+                 str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["mismatches"] == 0 and report["latency_removed"] == 2
+    assert np.load(tmp_path / "y.npy").shape == (T, 3)
+    assert main(["simulate", str(tmp_path / "g.nir"), "--fixed"]) == 2
+    assert "needs both --float or --fixed and --input" in capsys.readouterr().err

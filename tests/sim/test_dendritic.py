@@ -128,3 +128,22 @@ def test_graded_overflow_is_caught_before_lava(tiny) -> None:
             run_streams(block, np.ones((1, block.tokens, block.d), np.int64))
     finally:
         readout.weight_exp = saved
+
+
+@pytest.mark.slow
+def test_paper_grid_needs_two_relay_levels_and_stays_exact() -> None:
+    """14×14 tokens (the paper's N = 196): taps up to ±75 tokens, relays of relays."""
+    from lrfdyn.export.to_nir import model_to_nir
+    from lrfdyn.sim.lava_run import run_streams_lava
+    from lrfdyn.train.models import build_model
+
+    torch.manual_seed(1)
+    model = build_model("spikformer", dict(
+        img_size=28, in_channels=1, num_classes=4, dim=4, depth=1, heads=2, timesteps=1,
+        k_dendrites=2, stem_strides=[1, 2], attention="lrf_dyn", lrf_dilations=[3, 5])).eval()
+    _, (block,) = lower_both(model_to_nir(model, (1, 28, 28), 1))
+    assert block.grid == (14, 14) and any(r.startswith("relay.relay.") for r in block.relays)
+    u = _streams(block, 2)
+    want = run_streams(block, u, chained=True).values
+    run = run_streams_lava(block, u, streams_per_sample=2)
+    assert all(np.array_equal(run.spikes[n], v) for n, v in want.items())

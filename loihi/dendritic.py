@@ -137,9 +137,19 @@ class DendriticBlock:
 
 
 def dendrite_nodes(graph: nir.NIRGraph) -> list[str]:
-    """Names of the nodes that carry an exported dendrite (``metadata.lrfdyn == "dendrite"``)."""
-    return [n for n, node in graph.nodes.items()
-            if str((getattr(node, "metadata", None) or {}).get("lrfdyn", "")) == "dendrite"]
+    """Names of the nodes that carry an exported dendrite (``metadata.lrfdyn == "dendrite"``).
+
+    Raises:
+        UnsupportedNodeError: if there is none.
+    """
+    names = [n for n, node in graph.nodes.items()
+             if str((getattr(node, "metadata", None) or {}).get("lrfdyn", "")) == "dendrite"]
+    if not names:
+        raise UnsupportedNodeError(
+            "the graph has no LRF-Dyn dendrite (a node with metadata lrfdyn='dendrite'); "
+            "dendritic mode needs an LRF-Dyn model exported by `lrfdyn export`"
+        )
+    return names
 
 
 def _edges(graph: nir.NIRGraph) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -172,11 +182,6 @@ def lower_dendritic(graph: nir.NIRGraph, net: LoweredNetwork) -> list[DendriticB
         LoihiRangeError: when a value cannot be held in the stream's bit widths.
     """
     names = dendrite_nodes(graph)
-    if not names:
-        raise UnsupportedNodeError(
-            "the graph has no LRF-Dyn dendrite (a node with metadata lrfdyn='dendrite'); "
-            "dendritic mode needs an LRF-Dyn model exported by `lrfdyn export`"
-        )
     preds, succs = _edges(graph)
     return [_lower_block(graph, net, name, preds, succs) for name in names]
 

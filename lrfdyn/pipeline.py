@@ -111,14 +111,14 @@ def run_dendritic(nir_path: str | os.PathLike[str], *, data: str | None = None,
                   data_dir: str | None = None, samples: int = 100, use_lava: bool = True,
                   progress: bool = True) -> Any:
     """``lrfdyn simulate --mode dendritic``: stream every LRF-Dyn block through its dendrites."""
+    from lrfdyn.loihi.dendritic import dendrite_nodes
     from lrfdyn.sim.dendritic import simulate_dendritic
 
     graph = read_graph(nir_path)
+    blocks = len(dendrite_nodes(graph))  # refuses a graph without LRF-Dyn blocks first
     images, labels, _ = held_out_samples(graph, data, data_dir, samples)
     float_pred = run_float(graph, images).sum(axis=1).argmax(axis=1)
     x = images.reshape(len(images), -1).astype(np.int64)
-    blocks = sum(1 for node in graph.nodes.values()
-                 if (getattr(node, "metadata", None) or {}).get("lrfdyn") == "dendrite")
     with progress_bar("Lava streams", len(x) * blocks, progress and use_lava) as tick:
         return simulate_dendritic(graph, x, labels, use_lava=use_lava,
                                   float_predictions=float_pred, on_sample=tick)

@@ -147,3 +147,18 @@ def test_paper_grid_needs_two_relay_levels_and_stays_exact() -> None:
     want = run_streams(block, u, chained=True).values
     run = run_streams_lava(block, u, streams_per_sample=2)
     assert all(np.array_equal(run.spikes[n], v) for n, v in want.items())
+
+
+def test_cli_refuses_a_graph_without_dendrite_in_one_line(hand_graph, tmp_path, capsys) -> None:
+    import nir
+
+    from lrfdyn.cli import main
+
+    path = tmp_path / "mlp.nir"
+    nir.write(path, hand_graph)
+    for argv in (["simulate", str(path), "--mode", "dendritic"],
+                 ["profile", str(path), "--memory", "--out", str(tmp_path / "m")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no LRF-Dyn dendrite" in err[0]
+    assert not (tmp_path / "m").exists()

@@ -17,8 +17,8 @@ run cut short by the time budget still covers every variant once.
 
 Usage::
 
-    .venv/bin/python examples/mnist5k_table.py --epochs 4 --seeds 0 1 2 \\
-        --out runs/mnist5k_table
+    .venv/bin/python examples/mnist5k_table.py --epochs 8 --seeds 0 1 2 \\
+        --out runs/mnist5k_table8
 """
 
 from __future__ import annotations
@@ -154,13 +154,13 @@ def markdown(rows: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--out", default="runs/mnist5k_table")
+    p.add_argument("--out", default="runs/mnist5k_table8")
     p.add_argument("--analysis-samples", type=int, default=64,
                    help="test samples for the attention analysis (0 skips it)")
     p.add_argument("--no-train", action="store_true",

@@ -256,8 +256,9 @@ def build_streams(block: DendriticBlock, data: dict[str, np.ndarray]) -> LavaStr
     total = next(iter(data.values())).shape[0] * block.stream_steps
     sources = {name: Source(data=v.reshape(total, -1).T.astype(np.int32).copy())
                for name, v in data.items()}
+    sizes = block.sizes()
     neurons: dict[str, AbstractProcess] = {}
-    for name, size in block.sizes().items():
+    for name, size in sizes.items():
         if name == COMPARTMENTS:
             neurons[name] = DendriteCompartments(
                 shape=(size,), dv=block.dv, reset_interval=block.stream_steps, reset_phase=1,
@@ -280,7 +281,7 @@ def build_streams(block: DendriticBlock, data: dict[str, np.ndarray]) -> LavaStr
     recordings = {}
     for i, (name, proc) in enumerate(neurons.items()):
         path = str(folder / f"stream{i}.int32")
-        size = block.sizes()[name]
+        size = sizes[name]
         recordings[name] = open_recording(path, total, size, graded=True)
         recorder = SpikeRecorder(shape=(size,), steps=total, path=path, graded=True)
         proc.s_out.connect(recorder.a_in)

@@ -52,13 +52,14 @@ import scipy.sparse as sp
 
 from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
+from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, quantize_bias
 
 def value_bits(fan_in: int) -> int:
     """Magnitude bits left to graded values (x, y) so that an int32 sum of ``fan_in``
     9-bit weights times values cannot overflow (Lava's CPU synapses sum in int32);
     18 for k = 8, never more than the 24-bit payload allows."""
-    return min(fixed.UV_BITS - 2, 30 - (fixed.WEIGHT_BITS + 1) - math.ceil(math.log2(max(fan_in, 2))))
+    fan_in_bits = math.ceil(math.log2(max(fan_in, 2)))
+    return min(fixed.UV_BITS - 2, 30 - (fixed.WEIGHT_BITS + 1) - fan_in_bits)
 #: A relay adds this many steps: an identity synapse of the largest delay, plus its step.
 RELAY_STEPS = fixed.MAX_DELAY + 1
 #: Emission offsets: a value about token n leaves the process at stream step n + offset
@@ -292,7 +293,7 @@ def _lower_block(graph: nir.NIRGraph, net: LoweredNetwork, dend: str,
                     sp.diags(wt * s_z / s_y, format="csr"))
         la.delay, la.offset = delay, off
         layers.append(la)
-    bias_layer = _bias_layer(bias * s_z, d)
+    bias_layer = _bias_layer(bias * s_z)
     if bias_layer is not None:
         layers.append(bias_layer)
     # A stream lasts until its last token's z has left, and long enough that no token's
@@ -347,12 +348,10 @@ def _identity(d: int) -> sp.csr_matrix:
     return sp.identity(d, np.int64, format="csr")
 
 
-def _bias_layer(bias: np.ndarray, d: int) -> StreamLayer | None:
-    """The bias as a binary synapse from an on-source; whole units at least (exp ≥ 0)."""
+def _bias_layer(bias: np.ndarray) -> StreamLayer | None:
+    """The bias as a binary synapse from the on-source, quantized as lowering does."""
     if not np.any(bias):
         return None
-    peak = float(np.max(np.abs(bias)))
-    exp = max(0, math.ceil(math.log2(peak / fixed.WEIGHT_MAX)))
-    q = fixed.quantize_to_mantissa(bias[:, None], 1.0, exp)
-    return StreamLayer("bias", BIAS_SOURCE, Z, sp.csr_matrix(q.mant), exp, graded=False,
+    q = quantize_bias(bias)
+    return StreamLayer("bias", BIAS_SOURCE, Z, sp.csr_matrix(q.mant), q.exp, graded=False,
                        clipped=q.clipped)

@@ -554,14 +554,20 @@ def _bias_synapse(group: str, bias_v: np.ndarray) -> SynapseSpec:
     Its input current ``(w·2^exp) << 6`` must equal ``bias_v``; the exponent is the
     smallest that fits the largest bias into 8-bit weights.
     """
-    per_step = bias_v / (1 << fixed.ACT_SHIFT)
-    peak = float(np.max(np.abs(per_step)))
-    exp = max(0, math.ceil(math.log2(peak / fixed.WEIGHT_MAX))) if peak > 0 else 0
-    q = fixed.quantize_to_mantissa(per_step[:, None], 1.0, exp)
+    q = quantize_bias(bias_v / (1 << fixed.ACT_SHIFT))
     return SynapseSpec(
-        name=f"{group}.bias", src=BIAS_SOURCE, dst=group, weights=q.mant, weight_exp=exp,
+        name=f"{group}.bias", src=BIAS_SOURCE, dst=group, weights=q.mant, weight_exp=q.exp,
         clipped=q.clipped, scale=1.0,
     )
+
+
+def quantize_bias(per_step: np.ndarray) -> fixed.QuantizedWeights:
+    """A bias column ``(n, 1)`` for a binary always-on source, adding ``per_step`` input
+    units each step; the exponent is the smallest (≥ 0, so whole units) that fits the
+    largest bias into 8-bit weights."""
+    peak = float(np.max(np.abs(per_step)))
+    exp = max(0, math.ceil(math.log2(peak / fixed.WEIGHT_MAX))) if peak > 0 else 0
+    return fixed.quantize_to_mantissa(np.asarray(per_step)[:, None], 1.0, exp)
 
 
 def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> None:

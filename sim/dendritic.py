@@ -221,12 +221,11 @@ class DendriticReport:
         return out
 
     def summary(self) -> str:
-        pct = percent
         lines = [
             f"samples                 {self.samples} (T = {self.timesteps})",
-            f"float accuracy          {pct(self.float_accuracy)}",
-            f"parallel (integer)      {pct(self.parallel_accuracy)}",
-            f"dendritic (integer)     {pct(self.dendritic_accuracy)}",
+            f"float accuracy          {percent(self.float_accuracy)}",
+            f"parallel (integer)      {percent(self.parallel_accuracy)}",
+            f"dendritic (integer)     {percent(self.dendritic_accuracy)}",
         ]
         for b in self.blocks:
             head = (f"{b['name']}: k·d = {b['k'] * b['d']} compartments, stream "

@@ -95,7 +95,7 @@ def run_lava(
             if on_sample is not None:
                 on_sample(i)
     finally:
-        _stop(lava_net)
+        _stop(lava_net.source)
         lava_net.close()
     return LavaRun(spikes=spikes, compile_s=compile_s, run_s=run_s)
 
@@ -153,11 +153,7 @@ def run_streams_lava(
         values = {name: np.array(rec).reshape(len(u), block.stream_steps, -1)
                   for name, rec in streams.recordings.items()}
     finally:
-        if getattr(streams.runner, "runtime", None) is not None:
-            try:
-                streams.runner.stop()
-            except Exception:  # noqa: BLE001  (a failed run may leave a half-started runtime)
-                pass
+        _stop(streams.runner)
         streams.close()
     return LavaRun(spikes=values, compile_s=compile_s, run_s=run_s, processes=processes)
 
@@ -167,11 +163,11 @@ def _collect(lava_net: LavaNetwork, spikes: dict[str, np.ndarray], i: int) -> No
         spikes[name][i] = lava_net.sample_spikes(name, i)
 
 
-def _stop(lava_net: LavaNetwork) -> None:
-    runtime = getattr(lava_net.source, "runtime", None)
-    if runtime is not None:
+def _stop(runner: AbstractProcess) -> None:
+    """Stop the runtime ``runner`` started, if any."""
+    if getattr(runner, "runtime", None) is not None:
         try:
-            lava_net.source.stop()
+            runner.stop()
         except Exception:  # noqa: BLE001  (a failed run may leave a half-started runtime)
             pass
 

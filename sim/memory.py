@@ -71,11 +71,11 @@ def process_memory(proc: Any) -> Memory:
     """Memory of one Lava process, from its Vars."""
     kind = type(proc).__name__
     size = lambda var: int(np.prod(var.shape))  # noqa: E731
-    if kind == "LIF":
-        return Memory(state=(size(proc.u) + size(proc.v)) * fixed.UV_BITS)
-    if kind == "DendriteCompartments":
+    if kind == "DendriteCompartments":  # its decay is per compartment
         return Memory(state=(size(proc.u) + size(proc.v)) * fixed.UV_BITS
                       + size(proc.dv) * fixed.DECAY_BITS)
+    if hasattr(proc, "u") and hasattr(proc, "v"):  # LIF and its subclasses
+        return Memory(state=(size(proc.u) + size(proc.v)) * fixed.UV_BITS)
     if kind in ("GradedVec", "ProdNeuron"):
         return Memory(state=size(proc.v) * fixed.UV_BITS)
     if hasattr(proc, "weights") and hasattr(proc, "a_buff"):

@@ -79,13 +79,12 @@ class SimReport:
 
     def summary(self) -> str:
         """A short human summary, one fact per line."""
-        pct = percent
         lines = [
             f"samples            {self.samples} (T = {self.timesteps}, latency {self.latency})",
             f"spike mismatches   {self.mismatches} (every neuron, every step, every layer)",
-            f"accuracy  float    {pct(self.float_accuracy)}",
-            f"          integer  {pct(self.reference_accuracy)} (reference executor)",
-            f"          Lava     {pct(self.lava_accuracy)} (fixed_pt)",
+            f"accuracy  float    {percent(self.float_accuracy)}",
+            f"          integer  {percent(self.reference_accuracy)} (reference executor)",
+            f"          Lava     {percent(self.lava_accuracy)} (fixed_pt)",
             f"SynOps / sample    {self.synops_per_sample:,.0f}",
             f"neurons            {self.neurons:,}",
             f"state memory       {self.state_memory_bits:,} bits",

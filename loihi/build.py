@@ -3,11 +3,11 @@
 One process per neuron group (``LIF``) and per synapse layer (``Dense`` or
 ``Sparse``, with their ``Delay`` variants where lowering padded a shortcut), a
 ``RingBuffer`` source that holds the integer input of every sample back to
-back, and a :class:`~lrfdyn.loihi.recorder.SpikeRecorder` on every group.
+back, and a :class:`~lrfdyn.loihi.processes.recorder.SpikeRecorder` on every group.
 Processes declare structure only; the ``fixed_pt`` models that run them are
 Lava's bit-accurate ones. A float network (:mod:`lrfdyn.loihi.float_lower`) builds
 the same processes with float values. Groups that reset like snnTorch (float
-only) or never spike become :class:`~lrfdyn.loihi.nir_neuron.NirLIF`; the
+only) or never spike become :class:`~lrfdyn.loihi.processes.nir_neuron.NirLIF`; the
 latter record their voltage instead of spikes.
 """
 
@@ -32,8 +32,8 @@ from lava.proc.lif.process import LIF
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import DendriticBlock
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, NeuronGroup, SynapseSpec
-from lrfdyn.loihi.nir_neuron import NirLIF, open_voltage_recording
-from lrfdyn.loihi.recorder import SpikeRecorder, open_recording
+from lrfdyn.loihi.processes.nir_neuron import NirLIF, open_voltage_recording
+from lrfdyn.loihi.processes.recorder import SpikeRecorder, open_recording
 
 
 @dataclass(eq=False)
@@ -245,12 +245,12 @@ def build_streams(block: DendriticBlock, data: dict[str, np.ndarray]) -> LavaStr
     """Processes that run the token streams whose source data is ``data``.
 
     ``data`` maps each source to ``(S, L, size)`` values, as
-    :func:`lrfdyn.sim.dendritic.source_data` lays them out.
+    :func:`lrfdyn.loihi.dendritic.source_data` lays them out.
     """
     from lava.proc.graded.process import GradedVec
     from lava.proc.prodneuron.process import ProdNeuron
 
-    from lrfdyn.loihi.compartment import DendriteCompartments
+    from lrfdyn.loihi.processes.compartment import DendriteCompartments
     from lrfdyn.loihi.dendritic import COMPARTMENTS, PROD
 
     total = next(iter(data.values())).shape[0] * block.stream_steps

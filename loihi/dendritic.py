@@ -12,7 +12,7 @@ Per block, with x scaled to the integer v = S·x (S chosen so |v| < 2^18 for k =
                  ▲      │                    ▲ mask[class]                ▲ bias
                  └─β────┘
 
-* **compartments** (:class:`~lrfdyn.loihi.compartment.DendriteCompartments`, k·d):
+* **compartments** (:class:`~lrfdyn.loihi.processes.compartment.DendriteCompartments`, k·d):
   dendrite i of channel c leaks with ``dv = round(4096/τ_i)`` (A's diagonal,
   12 bits), receives Γ from the binary token spikes and the couplings β from its
   neighbours' previous values through a recurrent graded synapse, whose one-step
@@ -355,3 +355,25 @@ def _bias_layer(bias: np.ndarray) -> StreamLayer | None:
     q = quantize_bias(bias)
     return StreamLayer("bias", BIAS_SOURCE, Z, sp.csr_matrix(q.mant), q.exp, graded=False,
                        clipped=q.clipped)
+
+
+def source_data(block: DendriticBlock, u: np.ndarray) -> dict[str, np.ndarray]:
+    """What each source sends, for token streams ``u (S, N, d)`` (0/1).
+
+    Returns ``name -> (S, L, size)`` int64: row ``g`` of stream s is sent at its
+    step g + 1. Tokens, masks and the bias are sent one step before the process that
+    needs them computes with them.
+    """
+    s, n, d = u.shape
+    steps = block.stream_steps
+    tokens = np.zeros((s, steps, d), np.int64)
+    lead = block.offsets[TOKENS] - 1
+    tokens[:, lead:lead + n] = u
+    masks = np.zeros((s, steps, len(block.masks)), np.int64)
+    for ci, (c, m) in enumerate(block.masks.items()):
+        lead = block.offsets[f"{PROD}.{c}"] - 2
+        masks[:, lead:lead + n, ci] = m
+    bias = np.zeros((s, steps, 1), np.int64)
+    lead = block.offsets[Z] - 2
+    bias[:, lead:lead + n] = 1
+    return {TOKENS: tokens, MASKS: masks, BIAS_SOURCE: bias}

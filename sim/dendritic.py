@@ -30,35 +30,13 @@ import numpy as np
 from lrfdyn.errors import LoihiRangeError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import (COMPARTMENTS, MASKS, PROD, TOKENS, Z, DendriticBlock,
-                                    lower_dendritic)
+                                    lower_dendritic, source_data)
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, lower
 from lrfdyn.sim.reference import readout, run_reference
 from lrfdyn.sim.report import percent
 
 #: Graded payloads are 24-bit signed values.
 _PAYLOAD_MAX = (1 << (fixed.UV_BITS - 1)) - 1
-
-
-def source_data(block: DendriticBlock, u: np.ndarray) -> dict[str, np.ndarray]:
-    """What each source sends, for token streams ``u (S, N, d)`` (0/1).
-
-    Returns ``name -> (S, L, size)`` int64: row ``g`` of stream s is sent at its
-    step g + 1. Tokens, masks and the bias are sent one step before the process that
-    needs them computes with them.
-    """
-    s, n, d = u.shape
-    steps = block.stream_steps
-    tokens = np.zeros((s, steps, d), np.int64)
-    lead = block.offsets[TOKENS] - 1
-    tokens[:, lead:lead + n] = u
-    masks = np.zeros((s, steps, len(block.masks)), np.int64)
-    for ci, (c, m) in enumerate(block.masks.items()):
-        lead = block.offsets[f"{PROD}.{c}"] - 2
-        masks[:, lead:lead + n, ci] = m
-    bias = np.zeros((s, steps, 1), np.int64)
-    lead = block.offsets[Z] - 2
-    bias[:, lead:lead + n] = 1
-    return {TOKENS: tokens, MASKS: masks, BIAS_SOURCE: bias}
 
 
 @dataclass

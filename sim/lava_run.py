@@ -26,8 +26,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 from lrfdyn.errors import LavaRunError
 from lrfdyn.loihi.build import LavaNetwork, build_lava, build_streams, reset_state
 from lrfdyn.loihi.dendritic import DendriticBlock
-from lrfdyn.loihi.nir_neuron import NIR_NEURON_MODELS
-from lrfdyn.loihi.recorder import RECORDER_MODELS
+from lrfdyn.loihi.processes import cpu_models
 from lrfdyn.loihi.lower import LoweredNetwork
 
 
@@ -58,7 +57,7 @@ def run_lava(
     ``select_tag="floating_pt"`` on float samples. Groups that never spike come back
     as their voltage (float; integer-valued in ``fixed_pt``) instead of spikes.
 
-    By default the Sparse synapses use :data:`lrfdyn.sim.models.FAST_MODELS`,
+    By default Lava's Sparse and Conv synapses use the models of :mod:`lrfdyn.loihi.processes`,
     bit-identical to Lava's own and much faster; ``stock_models=True`` runs Lava's
     models only. ``run_cfg`` replaces the whole run configuration, e.g. with
     ``Loihi2HwCfg()`` for the chip; ``backend`` names it in error messages.
@@ -72,12 +71,9 @@ def run_lava(
               for g, grp in net.groups.items()}
     runner = lava_net.source
     if run_cfg is None:
-        from lrfdyn.sim.models import FAST_MODELS
-
-        # The fast Sparse models are fixed_pt only; float runs use Lava's own.
-        fast = {} if stock_models or select_tag != "fixed_pt" else FAST_MODELS
-        models = {**RECORDER_MODELS, **NIR_NEURON_MODELS.get(select_tag, {}), **fast}
-        run_cfg = Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=models)
+        run_cfg = Loihi2SimCfg(select_tag=select_tag,
+                               exception_proc_model_map=cpu_models(select_tag,
+                                                                   stock=stock_models))
     cfg = run_cfg
     compile_s = run_s = 0.0
     try:
@@ -127,16 +123,13 @@ def run_streams_lava(
     int32 (L = ``block.stream_steps``). One run call per sample, i.e. per
     ``streams_per_sample`` consecutive streams, so progress can be shown.
     """
-    from lrfdyn.loihi.compartment import COMPARTMENT_MODELS
-    from lrfdyn.sim.dendritic import source_data
-    from lrfdyn.sim.models import FAST_MODELS
+    from lrfdyn.loihi.dendritic import source_data
 
     u = np.asarray(u, np.int64)
     streams = build_streams(block, source_data(block, u))
     processes = {name: (type(p).__name__, int(np.prod(p.s_out.shape)))
                  for name, p in streams.neurons.items()}
-    models = {**RECORDER_MODELS, **FAST_MODELS, **COMPARTMENT_MODELS}
-    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=cpu_models())
     chunk = streams_per_sample * block.stream_steps
     compile_s = run_s = 0.0
     try:

@@ -93,7 +93,8 @@ def measured(graph: Any) -> dict[str, Memory]:
     Builds (never runs) the processes of both lowerings and sums the attention's part.
     """
     from lrfdyn.loihi.build import build_lava, build_streams
-    from lrfdyn.sim.dendritic import lower_both, source_data
+    from lrfdyn.loihi.dendritic import source_data
+    from lrfdyn.sim.dendritic import lower_both
 
     net, blocks = lower_both(graph)
     lava = build_lava(net, np.zeros((1, net.input.size), np.int64))

@@ -312,7 +312,7 @@ def run_loihi2(net: LoweredNetwork, x: np.ndarray, *,
     import lrfdyn.loihi.compat  # noqa: F401  (before any lava import)
     from lava.magma.core.run_configs import Loihi2HwCfg
 
-    from lrfdyn.loihi.recorder import RECORDER_MODELS
+    from lrfdyn.loihi.processes.recorder import RECORDER_MODELS
     from lrfdyn.sim.lava_run import run_lava
 
     # No tag: prefer NcProcModels, fall back to Py models for the host-side processes.

@@ -23,7 +23,7 @@ def test_fast_models_equal_lavas_own_on_a_sparse_delayed_network(make_shortcut_g
 
 
 def test_delay_split_equals_lavas_construction() -> None:
-    from lrfdyn.sim.models import delay_split  # imports the 3.11 shim before lava
+    from lrfdyn.loihi.processes.sparse import delay_split  # imports the 3.11 shim before lava
 
     from lava.proc.sparse.models import AbstractPyDelaySparseModel
 

@@ -83,6 +83,19 @@ def flatten(node: nir.Flatten) -> nn.Flatten:
     return nn.Flatten(start_dim=node.start_dim + 1, end_dim=end)
 
 
+def conv2d(node: nir.Conv2d) -> nn.Conv2d:
+    """nirtorch 2.6 takes ``weight.shape[1]`` as the input channels, wrong for groups > 1."""
+    groups = int(np.asarray(node.groups))
+    w = torch.as_tensor(np.asarray(node.weight, np.float32))
+    m = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]),
+                  stride=tuple(np.atleast_1d(node.stride).tolist()),
+                  padding=tuple(np.atleast_1d(node.padding).tolist()),
+                  dilation=tuple(np.atleast_1d(node.dilation).tolist()), groups=groups)
+    m.weight.data = w
+    m.bias.data = torch.as_tensor(np.asarray(node.bias, np.float32))
+    return m
+
+
 def nir_to_module(graph: nir.NIRGraph) -> nn.Module:
     """nirtorch GraphModule of ``graph``; call it once per time step with its state.
 
@@ -97,6 +110,7 @@ def nir_to_module(graph: nir.NIRGraph) -> nn.Module:
         nir.Threshold: Threshold,
         nir.Scale: Scale,
         nir.Flatten: flatten,
+        nir.Conv2d: conv2d,
     }
     return nirtorch.nir_to_torch(graph, node_map)
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from lrfdyn.errors import UnsupportedNodeError
 from lrfdyn.export.to_nir import GraphBuilder, lif_node, register
+from lrfdyn.nir_types import grouped_input_type
 from lrfdyn.train.functional import dendrite as dfn
 from lrfdyn.train.models.attention import AND_THRESHOLD, LinearBN, LRFDyn
 from lrfdyn.train.models.spikformer import ConvBN, Spikformer
@@ -56,38 +57,14 @@ def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[np.ndarray, np
 
 def _conv(weight: np.ndarray, bias: np.ndarray, shape: tuple[int, int, int], *, stride: int = 1,
           padding: tuple[int, int] = (0, 0), dilation: int = 1, groups: int = 1) -> nir.Conv2d:
-    if groups > 1:
-        weight = _ungroup(weight, groups)
-    return nir.Conv2d(
+    """A Conv2d node with its groups, as NIR defines them (``weight`` is
+    ``(c_out, c_in // groups, kh, kw)``); see :func:`lrfdyn.nir_types.grouped_input_type`."""
+    node = nir.Conv2d(
         input_shape=(shape[1], shape[2]), weight=weight.astype(np.float32),
-        stride=(stride, stride), padding=padding, dilation=(dilation, dilation), groups=1,
+        stride=(stride, stride), padding=padding, dilation=(dilation, dilation), groups=groups,
         bias=bias.astype(np.float32),
     )
-
-
-#: Largest block-diagonal weight written for a grouped conv (values); see :func:`_ungroup`.
-MAX_UNGROUPED = 1 << 28
-
-
-def _ungroup(weight: np.ndarray, groups: int) -> np.ndarray:
-    """A grouped conv's weights as the equivalent block-diagonal ungrouped weights.
-
-    nir 1.0.8 infers a Conv2d's input channels as ``weight.shape[1]``, ignoring
-    ``groups``, so a graph with a depthwise conv fails its own type check on
-    construction and on ``nir.read``. The ungrouped form is exact; the zeros cost
-    nothing after gzip in the file, and lowering drops them again.
-    """
-    c_out, c_g, kh, kw = weight.shape
-    if c_out * c_g * groups * kh * kw > MAX_UNGROUPED:
-        raise UnsupportedNodeError(
-            f"a grouped Conv2d of {c_out} channels and a {kh}x{kw} kernel is too large to "
-            "write without groups (nir 1.0.8 mistypes grouped convs); reduce dim or the grid"
-        )
-    full = np.zeros((c_out, c_g * groups, kh, kw))
-    per = c_out // groups
-    for gi in range(groups):
-        full[gi * per:(gi + 1) * per, gi * c_g:(gi + 1) * c_g] = weight[gi * per:(gi + 1) * per]
-    return full
+    return grouped_input_type(node)
 
 
 def _out_shape(g: GraphBuilder, name: str) -> tuple[int, ...]:

@@ -1,9 +1,14 @@
 """Build Lava processes from a :class:`~lrfdyn.loihi.lower.LoweredNetwork`.
 
-One process per neuron group (``LIF``) and per synapse layer (``Dense`` or
-``Sparse``, with their ``Delay`` variants where lowering padded a shortcut), a
-``RingBuffer`` source that holds the integer input of every sample back to
-back, and a :class:`~lrfdyn.loihi.processes.recorder.SpikeRecorder` on every group.
+One process per neuron group and per synapse layer, a ``RingBuffer`` source
+that holds the integer input of every sample back to back, and a
+:class:`~lrfdyn.loihi.processes.recorder.SpikeRecorder` on every group:
+
+* LIF groups are Lava's ``LIF``; relays are ``GradedVec`` (exponent 0) or
+  ``ProdNeuron`` (a shifter: ``(a_in1·a_in2) >> exp`` with a constant 1 on ``a_in2``);
+* conv layers are Lava's ``Conv``, with the kernel stored once (its fast CPU model is
+  :mod:`lrfdyn.loihi.processes.conv`); explicit layers are ``Dense`` or ``Sparse``,
+  with their ``Delay`` variants where lowering padded a shortcut.
 Processes declare structure only; the ``fixed_pt`` models that run them are
 Lava's bit-accurate ones. A float network (:mod:`lrfdyn.loihi.float_lower`) builds
 the same processes with float values. Groups that reset like snnTorch (float
@@ -31,7 +36,8 @@ from lava.proc.lif.process import LIF
 
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import DendriticBlock
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, NeuronGroup, SynapseSpec
+from lrfdyn.errors import ValidationError
+from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec
 from lrfdyn.loihi.processes.nir_neuron import NirLIF, open_voltage_recording
 from lrfdyn.loihi.processes.recorder import SpikeRecorder, open_recording
 
@@ -66,6 +72,11 @@ class LavaNetwork:
         return [self.source, *extra, *self.lifs.values(), *self.synapses.values(),
                 *self.recorders.values()]
 
+    @property
+    def neurons(self) -> dict[str, AbstractProcess]:
+        """Every neuron process (LIF and relay) by group name."""
+        return self.lifs
+
     def sample_spikes(self, group: str, i: int) -> np.ndarray:
         """Spikes of ``group`` during sample ``i``'s first steps_per_sample steps."""
         start = i * self.block_steps
@@ -98,11 +109,11 @@ def drain_steps(net: LoweredNetwork) -> int:
     Returns 0 when some group never decays to 0 (dv = 0); the runner then resets
     state explicitly.
     """
-    if not all(isinstance(g.params, fixed.LifParams) for g in net.groups.values()):
+    lifs = [g for g in net.groups.values() if not g.graded]  # relays keep nothing
+    if not all(isinstance(g.params, fixed.LifParams) for g in lifs):
         return 0  # float state decays toward 0 but never reaches it exactly
-    decays = [steps_to_zero(g.params.dv) for g in net.groups.values()]
-    if any(s is None for s in decays) or any(
-            g.params.du != fixed.DECAY_UNITY - 1 for g in net.groups.values()):
+    decays = [steps_to_zero(g.params.dv) for g in lifs]
+    if any(s is None for s in decays) or any(g.params.du != fixed.DECAY_UNITY - 1 for g in lifs):
         return 0
     longest_delay = max((s.delay for s in net.synapses), default=0)
     return net.latency + longest_delay + max(decays, default=0) + 1
@@ -150,20 +161,20 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
     lifs = {name: _neuron_process(name, g, folder, total) for name, g in net.groups.items()}
     synapses: dict[str, AbstractProcess] = {}
     for s in net.synapses:
-        conn = _synapse_process(s)
         src_port = sources[s.src].s_out if s.src in sources else lifs[s.src].s_out
-        src_port.connect(conn.s_in)
-        conn.a_out.connect(lifs[s.dst].a_in)
-        synapses[s.name] = conn
+        dst_port = _input_port(lifs[s.dst], s.port)
+        synapses[s.name] = _connect_synapse(s, src_port, dst_port)
     recorders, recordings = {}, {}
     for i, (name, lif) in enumerate(lifs.items()):
-        size = net.groups[name].size
+        group = net.groups[name]
+        size = group.size
         if isinstance(lif, NirLIF) and lif.proc_params["record"]:
             recordings[name] = open_voltage_recording(lif.proc_params["record"], total, size)
             continue
-        path = str(folder / f"group{i}.bool")
-        recordings[name] = open_recording(path, total, size)
-        recorders[name] = SpikeRecorder(shape=(size,), steps=total, path=path)
+        path = str(folder / f"group{i}.{'int32' if group.graded else 'bool'}")
+        recordings[name] = open_recording(path, total, size, graded=group.graded)
+        recorders[name] = SpikeRecorder(shape=(size,), steps=total, path=path,
+                                        graded=group.graded)
         lif.s_out.connect(recorders[name].a_in)
     lava_net = LavaNetwork(source, bias, lifs, synapses, recorders, recordings, steps, drain,
                            folder)
@@ -172,8 +183,17 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
     return lava_net
 
 
-def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> LIF:
-    """Lava's LIF, or :class:`NirLIF` where a float group resets late or never spikes."""
+def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> AbstractProcess:
+    """Lava's LIF, :class:`NirLIF` where a float group resets late or never spikes, or a
+    stock graded neuron for a relay."""
+    if g.graded:
+        from lava.proc.graded.process import GradedVec
+        from lava.proc.prodneuron.process import ProdNeuron
+
+        exp = g.params.exp if isinstance(g.params, RelayParams) else 0
+        # vth = 0: every non-zero value passes (both send v·(|v| > vth)).
+        return ProdNeuron(shape=(g.size,), vth=0, exp=exp) if exp else \
+            GradedVec(shape=(g.size,), vth=0, exp=0)
     common = dict(
         shape=(g.size,), du=g.params.du, dv=g.params.dv, vth=g.params.vth, name=name,
         bias_mant=np.broadcast_to(g.params.bias_mant, (g.size,)).astype(np.int32),
@@ -185,13 +205,40 @@ def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> LIF:
     return NirLIF(reset=g.reset, record=record, steps=steps, **common)
 
 
+def _input_port(proc: AbstractProcess, port: str):
+    """The port a synapse feeds: ``a_in``, or a ProdNeuron's ``a_in1``/``a_in2``."""
+    if port == "a_in" and not hasattr(proc, "a_in"):
+        port = "a_in1"
+    return getattr(proc, port)
+
+
+def _connect_synapse(s: SynapseSpec, src_port, dst_port) -> AbstractProcess:
+    """The synapse process of ``s``, wired from ``src_port`` into ``dst_port``."""
+    if s.conv is not None:
+        from lrfdyn.loihi.processes.conv import connect_conv, conv_process
+
+        c = s.conv
+        proc = conv_process(np.asarray(s.weights, np.int32), c.in_shape, c.stride, c.padding,
+                            c.dilation, c.groups, num_message_bits=s.num_message_bits,
+                            name=s.name)
+        connect_conv(src_port, proc, dst_port, c.in_shape, c.out_shape)
+        return proc
+    proc = _synapse_process(s)
+    src_port.connect(proc.s_in)
+    proc.a_out.connect(dst_port)
+    return proc
+
+
 def _lava_dtype(w: np.ndarray | sp.spmatrix) -> type:
     """int32 for Loihi integers; float weights stay float."""
     return np.float64 if w.dtype.kind == "f" else np.int32
 
 
 def _synapse_process(s: SynapseSpec) -> AbstractProcess:
-    """Dense or Sparse, with a delay variant where lowering padded the path."""
+    """Dense or Sparse, with a delay variant where lowering padded the path (a conv with a
+    delay is refused by lowering)."""
+    if s.conv is not None:
+        raise ValidationError(f"synapse {s.name}: a conv layer is built by _connect_synapse")
     common = dict(weight_exp=s.weight_exp, num_message_bits=s.num_message_bits, name=s.name)
     dtype = _lava_dtype(s.weights)
     if s.is_sparse:
@@ -211,12 +258,16 @@ def _synapse_process(s: SynapseSpec) -> AbstractProcess:
 def reset_state(lava_net: LavaNetwork) -> None:
     """Zero every neuron's u and v and every synapse's pending input between samples."""
     for lif in lava_net.lifs.values():
+        if not hasattr(lif, "u"):
+            continue  # a relay forgets its value every step
         lif.u.set(np.zeros(lif.u.shape, np.int32))
         lif.v.set(np.zeros(lif.v.shape, np.int32))
         if isinstance(lif, NirLIF):
             lif.pending.set(np.zeros(lif.pending.shape, np.int32))
     for conn in lava_net.synapses.values():
-        conn.a_buff.set(np.zeros(conn.a_buff.shape, np.int32))
+        buf = getattr(conn, "a_buff", None)
+        if buf is not None:
+            buf.set(np.zeros(buf.shape, np.int32))
 
 
 # ---------------------------------------------------------------- dendritic streams

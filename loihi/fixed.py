@@ -30,6 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+try:  # the integer reference runs these on torch tensors; export needs only numpy
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
 from lrfdyn.errors import LoihiRangeError
 
 #: Width of the neuron state registers u and v.
@@ -66,37 +71,56 @@ WEIGHT_MIN = -(1 << WEIGHT_BITS)
 # ---------------------------------------------------------------- arithmetic
 
 
-def decay(x: np.ndarray, d: np.ndarray | int) -> np.ndarray:
+def _int64(x):
+    """x as int64, keeping a torch tensor a torch tensor (so the reference can run on CUDA)."""
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.to(torch.int64)
+    return np.asarray(x, dtype=np.int64)
+
+
+def _is_torch(x) -> bool:
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def decay(x, d):
     """``sign(x)·((|x|·(4096 − d)) >> 12)``: a decay that rounds toward zero."""
-    x = np.asarray(x, dtype=np.int64)
-    return np.sign(x) * ((np.abs(x) * (DECAY_UNITY - np.asarray(d, dtype=np.int64))) >> DECAY_BITS)
+    x = _int64(x)
+    keep = DECAY_UNITY - (d if _is_torch(d) else np.asarray(d, dtype=np.int64))
+    if _is_torch(x):
+        keep = torch.as_tensor(keep, dtype=torch.int64, device=x.device)
+        return torch.sign(x) * ((torch.abs(x) * keep) >> DECAY_BITS)
+    return np.sign(x) * ((np.abs(x) * keep) >> DECAY_BITS)
 
 
-def wrap_current(u: np.ndarray) -> np.ndarray:
+def wrap_current(u):
     """Two's-complement wrap of u as Lava does it (note: +2^23 itself is not wrapped)."""
-    u = np.asarray(u, dtype=np.int64)
-    wrapped = np.where(u > _UV_MAX, u - 2 * _UV_MAX, u)
-    return np.where(wrapped <= -_UV_MAX, u + 2 * _UV_MAX, wrapped)
+    u = _int64(u)
+    where = torch.where if _is_torch(u) else np.where
+    wrapped = where(u > _UV_MAX, u - 2 * _UV_MAX, u)
+    return where(wrapped <= -_UV_MAX, u + 2 * _UV_MAX, wrapped)
 
 
-def clip_voltage(v: np.ndarray) -> np.ndarray:
+def clip_voltage(v):
     """Saturate v to ±(2^23 − 1)."""
-    return np.clip(np.asarray(v, dtype=np.int64), -_UV_MAX + 1, _UV_MAX - 1)
+    v = _int64(v)
+    if _is_torch(v):
+        return torch.clamp(v, -_UV_MAX + 1, _UV_MAX - 1)
+    return np.clip(v, -_UV_MAX + 1, _UV_MAX - 1)
 
 
-def wrap_signed(x: np.ndarray, bits: int = UV_BITS) -> np.ndarray:
+def wrap_signed(x, bits: int = UV_BITS):
     """Two's-complement wrap to ``bits`` (the fixed-point Conv's output "clamp").
 
     Lava's ``lava.proc.conv.utils.signed_clamp`` wraps rather than saturates, so
     +2^23 becomes −2^23; DESIGN.md's "clamps" is corrected here.
     """
     half = 1 << (bits - 1)
-    return (np.asarray(x, dtype=np.int64) + half) % (2 * half) - half
+    return (_int64(x) + half) % (2 * half) - half
 
 
-def shift(x: np.ndarray, exp: int) -> np.ndarray:
+def shift(x, exp: int):
     """Arithmetic shift: left by ``exp`` if positive, else right (flooring) by ``-exp``."""
-    x = np.asarray(x, dtype=np.int64)
+    x = _int64(x)
     return x << exp if exp > 0 else x >> -exp
 
 
@@ -154,9 +178,11 @@ class LifState:
 
 
 def lif_step(
-    state: LifState, a_in: np.ndarray, p: LifParams, spiking: bool = True
+    state: LifState, a_in, p: LifParams, spiking: bool = True
 ) -> tuple[np.ndarray, LifState]:
     """One bit-accurate Loihi CUBA LIF update (see the module docstring).
+
+    Works on numpy arrays and on torch tensors alike (one definition for both).
 
     Args:
         state: u and v before the step.
@@ -167,11 +193,14 @@ def lif_step(
     Returns:
         The boolean spikes and the new state (v already reset where it spiked).
     """
-    a_in = np.asarray(a_in, dtype=np.int64)
+    a_in = _int64(a_in)
     u = wrap_current(decay(state.u, p.du + 1) + (a_in << ACT_SHIFT))
-    v = clip_voltage(decay(state.v, p.dv) + u + scaled_bias(p.bias_mant, p.bias_exp))
-    spikes = (v > (np.int64(p.vth) << VTH_SHIFT)) & spiking
-    return spikes, LifState(u, np.where(spikes, 0, v))
+    bias = scaled_bias(p.bias_mant, p.bias_exp)
+    if _is_torch(u):
+        bias = torch.as_tensor(bias, dtype=torch.int64, device=u.device)
+    v = clip_voltage(decay(state.v, p.dv) + u + bias)
+    spikes = (v > (int(p.vth) << VTH_SHIFT)) & spiking
+    return spikes, LifState(u, (torch.where if _is_torch(v) else np.where)(spikes, 0, v))
 
 
 def compartment_step(
@@ -252,23 +281,24 @@ class QuantizedWeights:
 
 
 def quantize_to_mantissa(
-    values: np.ndarray | sp.spmatrix, scale: float, exp: int = 0
+    values: np.ndarray | sp.spmatrix, scale: float, exp: int = 0, *, even: bool = True
 ) -> QuantizedWeights:
-    """Round ``values·scale / 2^exp`` to even mantissas in [-256, 254], counting clips.
+    """Round ``values·scale / 2^exp`` to mantissas in [-256, 254], counting clips.
 
-    Even mantissas are what a mixed-sign Dense keeps after Lava drops the LSB, so the
-    same integers mean the same thing in Dense and Conv (which keeps every bit). A
-    sparse matrix stays sparse, and weights that round to zero leave it.
+    Even mantissas (the default) are what a mixed-sign Dense keeps after Lava drops
+    the LSB, so the same integers mean the same thing in Dense and Sparse. Lava's
+    Conv keeps every bit, so its weights take ``even=False``. A sparse matrix stays
+    sparse, and weights that round to zero leave it.
     """
     if sp.issparse(values):
         mat = sp.csr_matrix(values, dtype=np.float64, copy=True)
-        q = quantize_to_mantissa(mat.data, scale, exp)
+        q = quantize_to_mantissa(mat.data, scale, exp, even=even)
         mat.data = q.mant.astype(np.float64)
         mat.eliminate_zeros()
         return QuantizedWeights(mant=mat.astype(np.int64), exp=exp, scale=scale,
                                 clipped=q.clipped)
     raw = np.asarray(values, np.float64) * scale / (2.0**exp)
-    mant = 2 * np.round(raw / 2.0)
+    mant = 2 * np.round(raw / 2.0) if even else np.round(raw)
     clipped = int(np.count_nonzero((mant < WEIGHT_MIN) | (mant > WEIGHT_MAX)))
     mant = np.clip(mant, WEIGHT_MIN, WEIGHT_MAX).astype(np.int64)
     return QuantizedWeights(mant=mant, exp=exp, scale=scale, clipped=clipped)

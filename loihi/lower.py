@@ -1,40 +1,52 @@
 """Lower a NIR graph to a Loihi-integer network description (:class:`LoweredNetwork`).
 
-The result is plain data: integer weights, exponents, decays and thresholds,
-plus the wiring and the latency of every neuron group. :mod:`lrfdyn.loihi.build`
-turns it into Lava processes and :mod:`lrfdyn.sim.reference` runs it in numpy;
-both read the same object, so they cannot disagree about a parameter.
+The result is plain data: typed synapse layers with integer weights and
+exponents, neuron groups with their decays and thresholds, the wiring and the
+latency of every group. :mod:`lrfdyn.loihi.build` turns it into Lava processes
+and :mod:`lrfdyn.sim.reference` runs it in torch; both read the same object, so
+they cannot disagree about a parameter.
 
-Lowering runs in two stages. :func:`wire` flattens subgraphs, discretizes every
-neuron node into :class:`~lrfdyn.loihi.neurons.Dynamics` (under an explicit
-producer convention) and composes every chain or sum of linear nodes between
-neurons (:data:`lrfdyn.loihi.linear.MATRIX_BUILDERS`, plus NIR ``Delay``) into one
-matrix per (source, lag, target). It is shared with the float lowering
-(:mod:`lrfdyn.loihi.float_lower`). :func:`lower` then quantizes each group.
-Every unsupported node in a graph is named in one error, not one at a time.
+**Never materialize what hardware shares** (DESIGN.md §7). Lowering runs in two
+stages. :func:`wire` flattens subgraphs, discretizes every neuron node into
+:class:`~lrfdyn.loihi.neurons.Dynamics` (under an explicit producer convention)
+and composes the linear nodes between neurons into typed terms
+(:mod:`lrfdyn.loihi.layers`): a conv stays a conv with its kernel stored once,
+an explicit matrix appears only where nothing is shared. Where composing would
+break sharing, the intermediate linear node becomes a **relay**, a group of
+graded neurons that passes its summed input on:
+
+* when a conv reads the zero padding of another conv's output (the dendritic token
+  kernel followed by the LRF convs), no single conv equals the chain;
+* when a weighted node feeds several groups (the membrane shortcut's branch
+  outputs), composing would store its kernel once per target.
+
+:func:`lower` then quantizes. Lava's fixed-point ``Conv`` has no weight exponent,
+so a group that reads graded values (the 8-bit input, or a relay) through a
+weighted conv gets a **shifter** relay in front: the conv sums at full 8-bit
+resolution into it, it shifts right by its exponent (stock ``ProdNeuron`` with a
+constant second input) and the group reads it one-to-one.
+
+Scales. A LIF group's integer input is ``T·x`` for a float current x, where
+``T = gain·vth/v_threshold``, so the threshold is exact. A relay's output is
+``S·x``, computed as ``(Σ W_int·src) >> exp`` with ``W_int = W·S·2^exp / S_src``. A LIF
+that reads relays one-to-one (weight 1) needs ``T = S`` for each of them, so such
+relays and groups form a *component* that shares one scale; each relay still picks
+its own exponent for full weight resolution. Graded values are kept below the
+24-bit registers by worst-case bounds (a LIF's current below 2^17, since u holds
+``a_in << 6``); spike-driven sums follow the rule of the first lowering (the largest
+weight maps to 254).
 
 Time: group g's step t runs at Lava step ``t + latency(g)``. A synapse carries
 its source ``lag`` logical steps late: 0 on a feed-forward edge, the NIR Delay
 in steps behind one, and 1 on a group's edge into itself (the previous step's
 spikes, as snnTorch's RLeaky). Its Lava delay makes up the rest
-(:func:`assign_latencies`).
-
-Fixed-point mapping of a neuron group (forward Euler with step dt, input gain
-``g``; ``g = dt·r/tau`` for a LIF): the float voltage v becomes the integer
-``v·Λ`` with ``Λ = 64·vth/v_threshold``, so the threshold is exact. An incoming
-synapse with float weights W, whose source sends integers ``L`` times its float
-value (L = 255 for 8-bit pixels, 1 for spikes), gets integer weights
-``W_int = g·W·Λ / (64·L·2^weight_exp)``; vth is the largest value that keeps
-every incoming |W_int| ≤ 254. Graded 8-bit inputs use ``weight_exp = −8`` so the
-accumulated sum stays inside the 24-bit current register.
+(:func:`assign_latencies`, :func:`_realize_delays`).
 
 Biases travel as synapses, not as the LIF's ``bias_mant``. A Loihi bias acts
-from the first step, while the input reaches a group only after its latency
-(one step per synapse), so a neuron bias would integrate alone during the
-pipeline's fill and break the equivalence with the float model. Instead a
+from the first step, while the input reaches a group only after its latency,
+so a neuron bias would integrate alone during the pipeline's fill. Instead a
 constant source :data:`BIAS_SOURCE` (a spike every step) feeds each biased group
-through a synapse delayed to that group's latency: the bias arrives together
-with the first input, exactly as in the float model.
+through a synapse delayed to that group's latency.
 """
 
 from __future__ import annotations
@@ -46,17 +58,35 @@ from typing import Any
 import nir
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError, ValidationError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.graph import flatten
-from lrfdyn.loihi.linear import MATRIX_BUILDERS, Expression, Tap, linear_map
+from lrfdyn.loihi.layers import (
+    MAP_BUILDERS,
+    ConvMap,
+    LinearMap,
+    MatrixMap,
+    identity,
+    is_identity,
+    node_map,
+)
+from lrfdyn.loihi.linear import Expression, Tap
 from lrfdyn.loihi.neurons import NEURON_LOWERINGS, NIR, Convention, Dynamics
 
 #: Lowering format version, recorded in simulate reports and netx files.
-LOWERING_VERSION = 1
+LOWERING_VERSION = 2
 #: Name of the always-on source that carries biases (a spike every step).
 BIAS_SOURCE = "bias"
+#: Graded payloads (relay outputs) are 24-bit signed values.
+GRADED_BITS = fixed.UV_BITS
+#: Largest magnitude of a graded payload or a conv's summed output (24-bit signed).
+GRADED_MAX = (1 << (fixed.UV_BITS - 1)) - 1
+#: Largest LIF input: u holds ``a_in << 6`` in 24 bits.
+CURRENT_MAX = (1 << (fixed.UV_BITS - 1 - fixed.ACT_SHIFT)) - 1
+#: A delay relay repeats its input this many steps later (Loihi's longest delay + 1).
+DELAY_RELAY_STEPS = fixed.MAX_DELAY + 1
 
 
 # ---------------------------------------------------------------- lowered network
@@ -83,12 +113,17 @@ def _message_bits(levels: int) -> int:
 
 @dataclass(eq=False)
 class SynapseSpec:
-    """A Dense synapse layer from ``src`` (input or group) to group ``dst``."""
+    """A synapse layer from ``src`` (input, bias or group) to group ``dst``.
+
+    ``weights`` is the integer ``(n_dst, n_src)`` matrix of a Dense/Sparse layer, or the
+    integer kernel ``(c_out, c_in/groups, kh, kw)`` of a Conv layer, whose geometry is
+    ``conv``. ``port`` is the target's input port (a shifter's constant is ``a_in2``).
+    """
 
     name: str
     src: str
     dst: str
-    weights: np.ndarray | sp.csr_matrix  # (n_dst, n_src) int64, even, in [-256, 254]
+    weights: np.ndarray | sp.csr_matrix
     weight_exp: int
     delay: int = 0
     num_message_bits: int = 0
@@ -98,10 +133,12 @@ class SynapseSpec:
     lag: int = 0
     #: Carries the previous step's spikes of a group back into itself.
     recurrent: bool = False
+    conv: ConvMap | None = None
+    port: str = "a_in"
 
     def __post_init__(self) -> None:
         w = self.weights
-        if w.ndim != 2:
+        if self.conv is None and w.ndim != 2:
             raise ValidationError(f"synapse {self.name}: weights must be 2-D, got {w.shape}")
         vals = w.data if sp.issparse(w) else w
         if vals.size and (vals.min() < fixed.WEIGHT_MIN or vals.max() > fixed.WEIGHT_MAX):
@@ -109,6 +146,8 @@ class SynapseSpec:
                 f"synapse {self.name}: integer weights {vals.min()}..{vals.max()} exceed "
                 f"Loihi's 8-bit range {fixed.WEIGHT_MIN}..{fixed.WEIGHT_MAX}"
             )
+        if self.conv is not None and self.weight_exp != 0:
+            raise ValidationError(f"synapse {self.name}: Lava's Conv has no weight exponent")
         if not 0 <= self.delay <= fixed.MAX_DELAY:
             raise ValidationError(
                 f"synapse {self.name}: delay {self.delay} exceeds Loihi's maximum "
@@ -116,52 +155,94 @@ class SynapseSpec:
             )
 
     @property
+    def kind(self) -> str:
+        """``conv`` (a shared kernel), ``sparse`` or ``dense``."""
+        if self.conv is not None:
+            return "conv"
+        return "sparse" if sp.issparse(self.weights) else "dense"
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.kind == "sparse"
+
+    @property
+    def n_src(self) -> int:
+        return self.conv.n_in if self.conv is not None else int(self.weights.shape[1])
+
+    @property
+    def n_dst(self) -> int:
+        return self.conv.n_out if self.conv is not None else int(self.weights.shape[0])
+
+    @property
     def fan_out(self) -> np.ndarray:
         """Non-zero synapses leaving each source neuron (what one spike costs)."""
+        if self.conv is not None:
+            return self.conv.fan_out()
         if sp.issparse(self.weights):
             return np.asarray((self.weights != 0).sum(axis=0)).ravel()
         return np.count_nonzero(self.weights, axis=0)
 
     @property
     def nnz(self) -> int:
-        """Stored non-zero weights."""
+        """Connections the layer makes (for a conv, every position's non-zero taps)."""
         return int(self.fan_out.sum())
 
     @property
-    def is_sparse(self) -> bool:
-        return sp.issparse(self.weights)
-
-    @property
     def stored_weights(self) -> int:
-        """Weights the layer stores: all of a dense matrix, the non-zeros of a sparse one."""
-        return int(self.weights.nnz) if self.is_sparse else int(self.weights.size)
+        """Weights the layer stores: a conv's kernel once, a dense matrix whole, a sparse
+        one's non-zeros."""
+        if self.conv is not None or not sp.issparse(self.weights):
+            return int(self.weights.size)
+        return int(self.weights.nnz)
 
     @property
     def memory_bits(self) -> int:
         """8 bits per stored weight plus a 16-bit buffer per target neuron and delay slot."""
         return (self.stored_weights * fixed.WEIGHT_BITS
-                + self.weights.shape[0] * (self.delay + 1) * fixed.BUFFER_BITS)
+                + self.n_dst * (self.delay + 1) * fixed.BUFFER_BITS)
+
+    def effective(self) -> np.ndarray | sp.csr_matrix:
+        """The weights Lava's model computes with (Dense/Sparse clip and truncate;
+        Conv uses its integers as given)."""
+        if self.conv is not None:
+            return np.asarray(self.weights, np.int64)
+        return fixed.dense_effective_weights(self.weights)
+
+
+@dataclass(frozen=True)
+class RelayParams:
+    """A relay's output is ``(Σ a_in) >> exp``: ``GradedVec`` for exp 0, else ``ProdNeuron``."""
+
+    exp: int = 0
 
 
 @dataclass(eq=False)
 class NeuronGroup:
-    """A group of Loihi CUBA LIF neurons lowered from one NIR neuron node."""
+    """A group of Loihi neurons: CUBA LIF from a NIR neuron node, or a graded relay."""
 
     name: str
     size: int
-    params: fixed.LifParams
+    params: fixed.LifParams | RelayParams | Any
     latency: int = 0
     shape: tuple[int, ...] = ()
     float_params: dict[str, float] = field(default_factory=dict)
     #: ``subtract_next`` (snnTorch) in float networks only.
     reset: str = "zero"
-    #: False for a voltage readout (LI, I, CubaLI), which never spikes.
+    #: False for a voltage readout (LI, I, CubaLI) and for relays: their value is read.
     spiking: bool = True
+    #: ``lif``, ``relay`` (a linear node kept as graded neurons) or ``delay`` (a delay relay).
+    kind: str = "lif"
+
+    @property
+    def graded(self) -> bool:
+        """Sends integer payloads rather than spikes."""
+        return self.kind != "lif"
 
     @property
     def state_bits(self) -> int:
-        """u and v of every neuron at 24 bits each."""
-        return self.size * 2 * fixed.UV_BITS
+        """u and v of every LIF at 24 bits each; one 24-bit value per relay neuron."""
+        words = 2 if self.kind == "lif" else 1
+        return self.size * words * fixed.UV_BITS
 
 
 @dataclass(eq=False)
@@ -195,13 +276,19 @@ class LoweredNetwork:
         rows = []
         for s in self.synapses:
             g = self.groups[s.dst]
-            rows.append({
-                "synapse": s.name, "src": s.src, "dst": s.dst, "shape": list(s.weights.shape),
-                "weight_exp": s.weight_exp, "synapses": s.nnz,
-                "weight_min": int(s.weights.min()), "weight_max": int(s.weights.max()),
-                "clipped": s.clipped, "delay": s.delay,
-                "scale": s.scale, "vth": g.params.vth, "du": g.params.du, "dv": g.params.dv,
-            })
+            vals = s.weights.data if sp.issparse(s.weights) else np.asarray(s.weights)
+            row = {
+                "synapse": s.name, "src": s.src, "dst": s.dst, "kind": s.kind,
+                "shape": list(np.shape(s.weights)), "weight_exp": s.weight_exp,
+                "synapses": s.nnz, "stored_weights": s.stored_weights,
+                "weight_min": int(vals.min(initial=0)), "weight_max": int(vals.max(initial=0)),
+                "clipped": s.clipped, "delay": s.delay, "scale": s.scale,
+            }
+            if isinstance(g.params, fixed.LifParams):
+                row.update({"vth": g.params.vth, "du": g.params.du, "dv": g.params.dv})
+            elif isinstance(g.params, RelayParams):
+                row["relay_exp"] = g.params.exp
+            rows.append(row)
         return rows
 
 
@@ -216,13 +303,13 @@ def _role(node: nir.NIRNode) -> str | None:
         return _FIXED_ROLES[t]
     if t in NEURON_LOWERINGS:
         return "neuron"
-    if t in MATRIX_BUILDERS:
+    if t in MAP_BUILDERS:
         return "linear"
     return None
 
 
 def supported_types() -> list[str]:
-    return sorted(t.__name__ for t in (*_FIXED_ROLES, *NEURON_LOWERINGS, *MATRIX_BUILDERS))
+    return sorted(t.__name__ for t in (*_FIXED_ROLES, *NEURON_LOWERINGS, *MAP_BUILDERS))
 
 
 def _check_supported(graph: nir.NIRGraph) -> None:
@@ -265,16 +352,20 @@ def delay_steps(node: nir.Delay, dt: float, name: str) -> np.ndarray:
 
 @dataclass(eq=False)
 class GroupPlan:
-    """One neuron group before quantization: its dynamics and the taps that drive it."""
+    """One group before quantization: its dynamics (None for a relay) and its input."""
 
     name: str
-    dynamics: Dynamics
+    dynamics: Dynamics | None
     inputs: Expression
+
+    @property
+    def kind(self) -> str:
+        return "lif" if self.dynamics is not None else "relay"
 
 
 @dataclass(eq=False)
 class Wiring:
-    """A NIR graph as neuron groups (in an order where forward sources come first)."""
+    """A NIR graph as groups (in an order where forward sources come first)."""
 
     input: InputSpec
     input_shape: tuple[int, ...]
@@ -286,23 +377,39 @@ class Wiring:
     recurrent: set[tuple[str, str]]
 
 
+def _worth_relaying(e: Expression, consumers: int) -> bool:
+    """Whether a node feeding several consumers stores less as a relay.
+
+    Composed into each consumer its weights are stored once per consumer; as a relay,
+    once, plus a one-to-one synapse into each consumer.
+    """
+    stored = sum(m.stored for _, m in e.terms if not is_identity(m))
+    one_to_one = identity(e.shape).stored
+    return (consumers - 1) * stored > consumers * one_to_one
+
+
 def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None = None,
-         levels: int | None = None) -> Wiring:
+         levels: int | None = None, shared: bool = True) -> Wiring:
     """Discretize every neuron node and compose the linear nodes between them.
 
     Subgraphs are flattened first. A group may feed itself (through linear nodes): that
     edge carries the previous step's spikes, as snnTorch's RLeaky does. Loops through
     several groups are refused, since each synapse in them would cost Lava a step.
+
+    With ``shared=False`` every chain is composed into explicit matrices and no relay is
+    made (the float lowering of small peer graphs, exactly as their producers ran them).
     """
     graph = flatten(graph)
     _check_supported(graph)
     role = {n: _role(node) for n, node in graph.nodes.items()}
     preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    succs: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges:
         for end in (src, dst):
             if end not in graph.nodes:
                 raise ValidationError(f"edge ({src}, {dst}) names unknown node {end!r}")
         preds[dst].append(src)
+        succs[src].append(dst)
     meta = dict(graph.metadata)
     dt = float(meta.get("dt", conv.dt))
     timesteps = int(meta.get("timesteps", 0)) if timesteps is None else timesteps
@@ -323,12 +430,20 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
     shapes: dict[str, tuple[int, ...]] = {in_name: in_shape}
     exprs: dict[str, Expression] = {}
     inputs: dict[str, Expression] = {}
+    relays: dict[str, Expression] = {}
     busy: set[str] = set()
 
+    def relay(n: str, e: Expression) -> Expression:
+        relays[n] = e
+        shapes[n] = e.shape
+        return Expression.source(n, e.shape)
+
     def sent_by(n: str) -> Expression:
-        """What node ``n`` passes downstream, as taps of neuron outputs and the input."""
+        """What node ``n`` passes downstream, as terms of group outputs and the input."""
         if role[n] in ("input", "neuron"):
             return Expression.source(n, shape_of(n))
+        if n in relays:
+            return Expression.source(n, relays[n].shape)
         if n not in exprs:
             if n in busy:
                 raise UnsupportedNodeError(
@@ -336,10 +451,29 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
                     "discrete-time meaning"
                 )
             busy.add(n)
-            e, node = summed_into(n), graph.nodes[n]
-            exprs[n] = (e.delayed(delay_steps(node, dt, n)) if role[n] == "delay"
-                        else e.then(linear_map(node, e.shape, n)))
+            e = (summed_into(n).delayed(delay_steps(graph.nodes[n], dt, n))
+                 if role[n] == "delay" else through(n))
+            if shared and len(succs[n]) > 1 and _worth_relaying(e, len(succs[n])):
+                return relay(n, e)
+            exprs[n] = e
         return exprs[n]
+
+    def through(n: str) -> Expression:
+        """The sum of n's inputs seen through linear node n; a predecessor whose terms
+        cannot stay shared through n becomes a relay."""
+        parts = [sent_by(p) for p in preds[n]]
+        if not parts:
+            raise ValidationError(f"node {n!r} has no incoming edge")
+        nm = node_map(graph.nodes[n], parts[0].shape, n)
+        total: Expression | None = None
+        for p, ep in zip(preds[n], parts):
+            seen = ep.then(nm, with_bias=False, explicit=not shared)
+            if seen is None:
+                seen = relay(p, ep).then(nm, with_bias=False)
+                if seen is None:  # pragma: no cover (an identity always composes)
+                    raise UnsupportedNodeError(f"{n}: cannot compose its input {p!r}")
+            total = seen if total is None else total.plus(seen)
+        return total.plus_bias(nm.bias)
 
     def summed_into(n: str) -> Expression:
         if not preds[n]:
@@ -347,7 +481,7 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
         total = sent_by(preds[n][0])
         for p in preds[n][1:]:
             total = total.plus(sent_by(p))
-        return total
+        return total.explicit() if not shared else total
 
     def shape_of(n: str) -> tuple[int, ...]:
         if n not in shapes:
@@ -362,10 +496,10 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
                 return declared
             busy.add(n)
             inputs[n] = summed_into(n)
-            if n in shapes and np.prod(shapes[n]) != inputs[n].bias.size:
+            if n in shapes and math.prod(shapes[n]) != inputs[n].size:
                 raise ValidationError(
                     f"{n}: its parameters declare {shapes[n]} neurons, its inputs carry "
-                    f"{inputs[n].bias.size} values"
+                    f"{inputs[n].size} values"
                 )
             shapes[n] = inputs[n].shape
         return shapes[n]
@@ -373,24 +507,31 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
     neurons = [n for n in graph.nodes if role[n] == "neuron"]
     for n in neurons:
         shape_of(n)
-    order, recurrent = _group_order(neurons, inputs)
-    plans = [GroupPlan(n, NEURON_LOWERINGS[type(graph.nodes[n])](graph.nodes[n], dt, n, conv),
-                       inputs[n]) for n in order]
-    silent = {p.name for p in plans if not p.dynamics.spiking}
+    all_inputs = {**inputs, **relays}
+    order, recurrent = _group_order([*neurons, *relays], all_inputs)
+    plans = []
+    for n in order:
+        if n in relays:
+            plans.append(GroupPlan(n, None, relays[n]))
+        else:
+            node = graph.nodes[n]
+            plans.append(GroupPlan(n, NEURON_LOWERINGS[type(node)](node, dt, n, conv),
+                                   inputs[n]))
+    silent = {p.name for p in plans if p.dynamics is not None and not p.dynamics.spiking}
     for p in plans:
-        fed = silent & {tap.source for tap in p.inputs.terms}
+        fed = silent & p.inputs.sources
         if fed:
             raise UnsupportedNodeError(
                 f"{', '.join(sorted(fed))} emits no spikes (LI, I, CubaLI), so it can only be "
                 f"read out as the graph's output, not feed {p.name!r}"
             )
-    spec_in = InputSpec(name=in_name, size=int(np.prod(in_shape)), levels=levels,
+    spec_in = InputSpec(name=in_name, size=math.prod(in_shape), levels=levels,
                         timesteps=timesteps)
     return Wiring(spec_in, in_shape, plans, out_src, dt, conv, meta, recurrent)
 
 
 def _group_order(
-    neurons: list[str], inputs: dict[str, Expression]
+    groups: list[str], inputs: dict[str, Expression]
 ) -> tuple[list[str], set[tuple[str, str]]]:
     """Groups with their forward sources first; the edges that close a loop are recurrent."""
     state: dict[str, int] = {}
@@ -399,7 +540,7 @@ def _group_order(
 
     def visit(n: str) -> None:
         state[n] = 1
-        for src in {tap.source for tap in inputs[n].terms}:
+        for src in sorted(inputs[n].sources):
             if src not in inputs:
                 continue  # the network input
             if state.get(src) == 1:
@@ -415,15 +556,21 @@ def _group_order(
         state[n] = 2
         order.append(n)
 
-    for n in neurons:
+    for n in groups:
         if n not in state:
             visit(n)
     return order, recurrent
 
 
+# ---------------------------------------------------------------- quantization
+
+
 def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None = None,
-          levels: int | None = None) -> LoweredNetwork:
-    """Lower a NIR graph to Loihi integers (CUBA LIF groups and 8-bit synapses).
+          levels: int | None = None, shared: bool = True) -> LoweredNetwork:
+    """Lower a NIR graph to Loihi integers (typed synapse layers, LIF groups, relays).
+
+    ``shared=False`` is the first lowering: every chain fused into one explicit matrix
+    per (source, target), no relays; kept as the baseline that benchmarks measure against.
 
     Raises:
         UnsupportedNodeError: for node types, parameters or topologies Loihi cannot run,
@@ -431,18 +578,13 @@ def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None 
         LoihiRangeError: for values that do not fit Loihi's bit widths.
         ValidationError: for malformed graphs (dangling edges, shapes, missing metadata).
     """
-    w = wire(graph, conv, timesteps=timesteps, levels=levels)
-    groups: dict[str, NeuronGroup] = {}
-    synapses: list[SynapseSpec] = []
-    for plan in w.groups:
-        src_levels = {tap.source: (w.input.levels if tap.source == w.input.name else 1)
-                      for tap in plan.inputs.terms}
-        groups[plan.name], new = _quantize_group(plan.name, plan.dynamics, plan.inputs,
-                                                 src_levels)
-        synapses.extend(new)
+    w = wire(graph, conv, timesteps=timesteps, levels=levels, shared=shared)
+    plans = _with_shifters(w)
+    groups, synapses = _Quantizer(w, plans).run()
     assign_latencies(w, groups, synapses)
+    _realize_delays(groups, synapses)
     meta = dict(w.metadata)
-    substituted = [p.name for p in w.groups if p.dynamics.reset != "zero"]
+    substituted = [p.name for p in plans if p.dynamics is not None and p.dynamics.reset != "zero"]
     if substituted:
         # Loihi's LIF always resets to 0 in the step that spikes; what that costs is
         # measured as spike agreement against the float model, never hidden.
@@ -451,69 +593,296 @@ def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None 
                           dt=w.dt, metadata=meta)
 
 
-def _max_abs(m: sp.spmatrix) -> float:
-    return float(np.max(np.abs(m.data))) if m.nnz else 0.0
+def _is_graded(w: Wiring, plans_by_name: dict[str, GroupPlan], src: str) -> bool:
+    if src == w.input.name:
+        return w.input.levels > 1
+    return src in plans_by_name and plans_by_name[src].kind == "relay"
 
 
-def _quantize_group(
-    name: str, dyn: Dynamics, e: Expression, src_levels: dict[str, int]
-) -> tuple[NeuronGroup, list[SynapseSpec]]:
-    """Choose vth (hence Λ) for one group and quantize its incoming synapses and bias.
+def _with_shifters(w: Wiring) -> list[GroupPlan]:
+    """Plans with a shifter relay in front of each LIF that reads graded values through a
+    weighted conv (Lava's Conv cannot scale its sum; the shifter can)."""
+    by_name = {p.name: p for p in w.groups}
+    out: list[GroupPlan] = []
+    for p in w.groups:
+        if p.dynamics is None:
+            out.append(p)
+            continue
+        move = [isinstance(m, ConvMap) and not is_identity(m)
+                and _is_graded(w, by_name, tap.source) for tap, m in p.inputs.terms]
+        if not any(move):
+            out.append(p)
+            continue
+        name = f"{p.name}.in"
+        moved = [t for t, mv in zip(p.inputs.terms, move) if mv]
+        shifter = GroupPlan(name, None, Expression(moved, np.zeros(p.inputs.size),
+                                                   p.inputs.shape))
+        kept = [t for t, mv in zip(p.inputs.terms, move) if not mv]
+        kept.append((Tap(name), identity(p.inputs.shape)))
+        out.extend([shifter, GroupPlan(p.name, p.dynamics,
+                                       Expression(kept, p.inputs.bias, p.inputs.shape))])
+    return out
 
-    A group that never spikes is scaled as if its threshold were 1: its integer
-    voltage is read out, and ``v = v_int / Λ``.
-    """
-    gain, theta = dyn.gain, (dyn.v_th if dyn.spiking else 1.0)
-    if theta <= 0:
-        raise UnsupportedNodeError(f"{name}: threshold must be positive, got {theta}")
-    size = e.bias.size
-    bias = e.bias * gain + np.broadcast_to(dyn.bias, (size,))
-    exps = {src: (0 if lv == 1 else -math.ceil(math.log2(lv + 1)))
-            for src, lv in src_levels.items()}
-    vth = fixed.VTH_MAX
-    for tap, mat in e.terms.items():
-        peak = gain * _max_abs(mat)
-        if peak > 0:
-            lv = src_levels[tap.source]
-            vth = min(vth, math.floor(fixed.WEIGHT_MAX * theta * lv * 2.0**exps[tap.source]
-                                      / peak))
-    if dyn.memoryless:
-        # Keep every input current below 4096 so that v carries nothing to the next step:
-        # |u| <= gain·Λ·(Σ|W| + |b|) with Λ = 64·vth/θ, and every input is at most 1.
-        rows = sum(np.asarray(abs(m).sum(axis=1)).ravel() for m in e.terms.values())
-        reach = gain * float(np.max(rows + np.abs(bias)))
-        if reach > 0:
-            # 3/4 of the bound leaves room for rounding the weights to even mantissas.
-            vth = min(vth, math.floor(0.75 * (fixed.DECAY_UNITY - 1) * theta / (64.0 * reach)))
-    if vth < 1:
-        raise LoihiRangeError(
-            f"{name}: weights are too large relative to the threshold for 8-bit Loihi "
-            "weights; retrain with weight decay or a larger threshold"
-        )
-    lam = 64.0 * vth / theta
-    synapses = []
-    for tap, mat in e.terms.items():
-        lv = src_levels[tap.source]
-        scale = gain * lam / (64.0 * lv)
-        q = fixed.quantize_to_mantissa(mat, scale, exps[tap.source])
-        weights = q.mant if _is_sparse_enough(q.mant) else q.mant.toarray()
-        synapses.append(SynapseSpec(
-            name=synapse_name(tap, name), src=tap.source, dst=name, weights=weights,
-            weight_exp=q.exp, num_message_bits=_message_bits(lv), clipped=q.clipped,
-            scale=scale, lag=tap.lag,
-        ))
-    if np.any(bias != 0):
-        synapses.append(_bias_synapse(name, bias * lam))
-    # A memoryless group's dv = 4095 forgets v within the step, proven below; any other
-    # group with dt/τ = 1 needs dv = 4096, one more than Loihi holds, and is refused.
-    dv = fixed.DECAY_UNITY - 1 if dyn.memoryless else fixed.decay_from_factor(1.0 - dyn.dv)
-    params = fixed.LifParams(du=_current_decay12(dyn.du), dv=dv, vth=vth)
-    group = NeuronGroup(name=name, size=size, params=params, shape=e.shape, float_params={
-        "tau_steps": dyn.tau_steps, "v_th": theta, "lambda": lam, "gain": dyn.gain,
-    }, spiking=dyn.spiking)
-    if dyn.memoryless:
-        _check_memoryless(group, synapses)
-    return group, synapses
+
+def _abs_apply(m: LinearMap, v: np.ndarray) -> np.ndarray:
+    """``|m|`` applied to a non-negative vector: a per-output bound."""
+    x = torch.as_tensor(v, dtype=torch.float64)[None]
+    if isinstance(m, ConvMap):
+        return m.with_weight(np.abs(m.weight)).apply(x)[0].numpy()
+    return np.asarray(abs(m.matrix_) @ v).ravel()
+
+
+def _max_abs(m: LinearMap) -> float:
+    vals = m.weight if isinstance(m, ConvMap) else m.matrix_.data
+    return float(np.max(np.abs(vals))) if np.size(vals) else 0.0
+
+
+class _Quantizer:
+    """Chooses every group's scale and quantizes its incoming synapses (module docstring)."""
+
+    def __init__(self, w: Wiring, plans: list[GroupPlan]) -> None:
+        self.w = w
+        self.plans = {p.name: p for p in plans}
+        self.order = [p.name for p in plans]
+        # Float bound of every graded value (per neuron), for the register limits.
+        self.bound: dict[str, np.ndarray] = {w.input.name: np.ones(w.input.size)}
+        # Integer units per float unit of every graded source; 1 for spikes.
+        self.scale: dict[str, float] = {w.input.name: float(w.input.levels)}
+        self.component = self._components()
+        self.comp_scale: dict[int, float] = {}
+        self.groups: dict[str, NeuronGroup] = {}
+        self.synapses: list[SynapseSpec] = []
+
+    # -- structure
+
+    def _components(self) -> dict[str, int]:
+        """LIF groups and the relays they read one-to-one through a conv share a scale."""
+        parent = {n: n for n in self.order}
+
+        def find(a: str) -> str:
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for n, p in self.plans.items():
+            if p.kind != "lif":
+                continue
+            for tap, m in p.inputs.terms:
+                src = tap.source
+                if (src in self.plans and self.plans[src].kind == "relay"
+                        and isinstance(m, ConvMap)):
+                    parent[find(src)] = find(n)
+        roots: dict[str, int] = {}
+        comp = {}
+        for n in self.order:
+            r = find(n)
+            if any(find(m) == r and m != n for m in self.order) or self.plans[n].kind == "lif":
+                comp[n] = roots.setdefault(r, len(roots))
+        return comp
+
+    def members(self, cid: int) -> list[str]:
+        return [n for n in self.order if self.component.get(n) == cid]
+
+    def graded(self, src: str) -> bool:
+        return _is_graded(self.w, self.plans, src)
+
+    def src_scale(self, src: str) -> float:
+        return self.scale[src] if self.graded(src) else 1.0
+
+    def src_bound_int(self, src: str) -> np.ndarray:
+        """Largest integer payload of each source neuron."""
+        if not self.graded(src):
+            return np.ones(1)
+        return self.bound[src] * self.scale[src] + 1.0
+
+    def float_bound(self, e: Expression) -> np.ndarray:
+        total = np.abs(e.bias).copy()
+        for tap, m in e.terms:
+            src_b = self.bound.get(tap.source) if self.graded(tap.source) else None
+            total += _abs_apply(m, src_b if src_b is not None else np.ones(m.n_in))
+        return total
+
+    # -- scales
+
+    def _target_limit(self, n: str) -> float:
+        """The largest target scale group n's own terms allow (8-bit weights, registers).
+
+        For a LIF the target scale is T = gain·vth/threshold (its integer input per unit
+        of float current); for a relay it is its pre-shift scale at exponent 0.
+        """
+        p = self.plans[n]
+        limit = math.inf
+        for tap, m in p.inputs.terms:
+            peak = _max_abs(m)
+            if peak == 0 or (p.kind == "lif" and tap.source in self.component
+                             and self.component.get(tap.source) == self.component.get(n)
+                             and isinstance(m, ConvMap)):
+                continue  # a one-to-one read of its own component: weight 1 by construction
+            exp = 0
+            if not isinstance(m, ConvMap) and self.graded(tap.source):
+                # Dense/Sparse take an exponent: as many bits as the payload has.
+                exp = -math.ceil(math.log2(float(np.max(self.src_bound_int(tap.source))) + 1))
+            limit = min(limit, fixed.WEIGHT_MAX * self.src_scale(tap.source) * 2.0**exp / peak)
+        return limit
+
+    def _relay_range_limit(self, n: str) -> float:
+        """Largest pre-shift scale keeping a relay's summed input inside 24 bits."""
+        b = float(np.max(self.float_bound(self.plans[n].inputs), initial=0.0))
+        return GRADED_MAX / (1.05 * b) if b > 0 else math.inf
+
+    def component_scale(self, cid: int) -> float:
+        """T of a component: the first LIF's vth sets it, so its threshold is exact."""
+        if cid in self.comp_scale:
+            return self.comp_scale[cid]
+        members = self.members(cid)
+        limit = min((self._target_limit(m) for m in members), default=math.inf)
+        # A LIF's current from graded relays (worst case) must stay below 2^17.
+        for m in members:
+            p = self.plans[m]
+            if p.kind != "lif":
+                continue
+            graded_in = [tap.source for tap, mm in p.inputs.terms
+                         if self.component.get(tap.source) == cid and tap.source != m
+                         and any(self.graded(t.source) for t, _ in
+                                 self.plans[tap.source].inputs.terms)]
+            if graded_in:
+                reach = sum(float(np.max(self.float_bound(self.plans[r].inputs)))
+                            for r in graded_in)
+                if reach > 0:
+                    limit = min(limit, CURRENT_MAX / (1.05 * reach))
+        lifs = [m for m in members if self.plans[m].kind == "lif"]
+        ref = self.plans[lifs[0]].dynamics
+        theta = ref.v_th if ref.spiking else 1.0
+        if theta <= 0:
+            raise UnsupportedNodeError(f"{lifs[0]}: threshold must be positive, got {theta}")
+        vth = min(fixed.VTH_MAX, math.floor(limit * theta / ref.gain)) if math.isfinite(limit) \
+            else fixed.VTH_MAX
+        for m in lifs:
+            dyn = self.plans[m].dynamics
+            if dyn.memoryless:
+                vth = min(vth, self._memoryless_vth(m, dyn))
+        if vth < 1:
+            raise LoihiRangeError(
+                f"{lifs[0]}: weights are too large relative to the threshold for 8-bit Loihi "
+                "weights; retrain with weight decay or a larger threshold"
+            )
+        self.comp_scale[cid] = vth * ref.gain / theta
+        return self.comp_scale[cid]
+
+    def _memoryless_vth(self, n: str, dyn: Dynamics) -> int:
+        """Keep a memoryless group's input below 4096 so v carries nothing to the next step."""
+        e = self.plans[n].inputs
+        theta = dyn.v_th if dyn.spiking else 1.0
+        reach = dyn.gain * float(np.max(self.float_bound(e) + np.abs(dyn.bias)))
+        if reach <= 0:
+            return fixed.VTH_MAX
+        # 3/4 of the bound leaves room for rounding the weights to even mantissas.
+        return math.floor(0.75 * (fixed.DECAY_UNITY - 1) * theta / (64.0 * reach))
+
+    # -- groups
+
+    def run(self) -> tuple[dict[str, NeuronGroup], list[SynapseSpec]]:
+        for n in self.order:
+            p = self.plans[n]
+            if p.kind == "lif":
+                self._lif(n, p)
+            else:
+                self._relay(n, p)
+        return self.groups, self.synapses
+
+    def _relay(self, n: str, p: GroupPlan) -> None:
+        cid = self.component.get(n)
+        range_limit = self._relay_range_limit(n)
+        if cid is None:  # read by no LIF one-to-one: its own full-resolution scale
+            s_out = min(self._target_limit(n), range_limit)
+            if not math.isfinite(s_out):
+                s_out = 1.0
+            exp = 0
+        else:
+            s_out = self.component_scale(cid)
+            head = min(self._target_limit(n), range_limit) / s_out
+            exp = max(0, math.floor(math.log2(head))) if head > 0 else 0
+        pre = s_out * 2.0**exp
+        self.scale[n] = s_out
+        self.bound[n] = self.float_bound(p.inputs)
+        self._synapses(n, p.inputs, lambda src: pre / self.src_scale(src), bias_units=pre)
+        self.groups[n] = NeuronGroup(
+            name=n, size=p.inputs.size, params=RelayParams(exp), shape=p.inputs.shape,
+            float_params={"scale": s_out, "pre_scale": pre}, spiking=False, kind="relay")
+        if exp:
+            # ProdNeuron shifts a_in1·a_in2; a constant 1 on a_in2 makes it a shifter.
+            self.synapses.append(SynapseSpec(
+                name=f"{n}.unit", src=BIAS_SOURCE, dst=n,
+                weights=sp.csr_matrix(np.ones((p.inputs.size, 1), np.int64)), weight_exp=0,
+                port="a_in2"))
+
+    def _lif(self, n: str, p: GroupPlan) -> None:
+        dyn = p.dynamics
+        t = self.component_scale(self.component[n])
+        theta = dyn.v_th if dyn.spiking else 1.0
+        vth = round(t * theta / dyn.gain)
+        if vth < 1 or vth > fixed.VTH_MAX:
+            raise LoihiRangeError(f"{n}: threshold {vth} is outside Loihi's range 1..{fixed.VTH_MAX}")
+        lam = 64.0 * vth / theta
+        size = p.inputs.size
+        bias = p.inputs.bias * dyn.gain + np.broadcast_to(dyn.bias, (size,))
+        own = self.component[n]
+
+        def factor(src: str) -> float:
+            if self.component.get(src) == own and src in self.groups and \
+                    self.groups[src].kind == "relay":
+                return 1.0  # one-to-one: the relay already sends T·x
+            return t / self.src_scale(src)
+
+        self._synapses(n, p.inputs, factor, bias_units=None)
+        if np.any(bias != 0):
+            self.synapses.append(_bias_synapse(n, bias * lam))
+        # A memoryless group's dv = 4095 forgets v within the step, proven below; any other
+        # group with dt/τ = 1 needs dv = 4096, one more than Loihi holds, and is refused.
+        dv = fixed.DECAY_UNITY - 1 if dyn.memoryless else fixed.decay_from_factor(1.0 - dyn.dv)
+        params = fixed.LifParams(du=_current_decay12(dyn.du), dv=dv, vth=vth)
+        group = NeuronGroup(name=n, size=size, params=params, shape=p.inputs.shape,
+                            float_params={"tau_steps": dyn.tau_steps, "v_th": theta,
+                                          "lambda": lam, "gain": dyn.gain},
+                            spiking=dyn.spiking)
+        self.groups[n] = group
+        if dyn.memoryless:
+            _check_memoryless(group, self.incoming(n), self)
+
+    def incoming(self, n: str) -> list[SynapseSpec]:
+        return [s for s in self.synapses if s.dst == n]
+
+    def _synapses(self, n: str, e: Expression, factor, *, bias_units: float | None) -> None:
+        """Quantize every term of group n's input: integer = float · factor(src)."""
+        for tap, m in e.terms:
+            scale = factor(tap.source)
+            bits = _message_bits(int(np.max(self.src_bound_int(tap.source)))) \
+                if self.graded(tap.source) else 0
+            name = synapse_name(tap, n)
+            if isinstance(m, ConvMap):
+                q = fixed.quantize_to_mantissa(m.weight, scale, 0, even=False)
+                spec = SynapseSpec(name=name, src=tap.source, dst=n, weights=q.mant,
+                                   weight_exp=0, num_message_bits=bits and GRADED_BITS,
+                                   clipped=q.clipped, scale=scale, lag=tap.lag,
+                                   conv=m.with_weight(q.mant))
+            else:
+                exp = 0
+                if self.graded(tap.source):
+                    peak = _max_abs(m) * scale
+                    exp = math.floor(math.log2(peak / fixed.WEIGHT_MAX)) + 1 if peak > 0 else 0
+                    exp = min(exp, 0) if self.plans[n].kind == "lif" or exp < 0 else exp
+                q = fixed.quantize_to_mantissa(m.matrix_, scale, exp)
+                weights = q.mant if _is_sparse_enough(q.mant) else q.mant.toarray()
+                spec = SynapseSpec(name=name, src=tap.source, dst=n, weights=weights,
+                                   weight_exp=q.exp, num_message_bits=bits and GRADED_BITS,
+                                   clipped=q.clipped, scale=scale, lag=tap.lag)
+            self.synapses.append(spec)
+        if bias_units is not None and np.any(e.bias != 0):
+            q = quantize_bias(e.bias * bias_units)
+            self.synapses.append(SynapseSpec(name=f"{n}.bias", src=BIAS_SOURCE, dst=n,
+                                             weights=q.mant, weight_exp=q.exp,
+                                             clipped=q.clipped))
 
 
 def _current_decay12(fraction: float) -> int:
@@ -533,13 +902,17 @@ def _is_sparse_enough(m: sp.spmatrix) -> bool:
     return m.nnz < SPARSE_BELOW * m.shape[0] * m.shape[1]
 
 
-def _check_memoryless(group: NeuronGroup, synapses: list[SynapseSpec]) -> None:
+def _check_memoryless(group: NeuronGroup, synapses: list[SynapseSpec], q: _Quantizer) -> None:
     """Prove |u| < 4096 for every input, so dv = 4095 forgets v completely each step."""
     worst = np.zeros(group.size)
     for s in synapses:
-        w = abs(s.weights) if s.is_sparse else np.abs(s.weights)
-        payload = 1 if s.num_message_bits == 0 else (1 << s.num_message_bits) - 1
-        worst = worst + np.asarray(w.sum(axis=1)).ravel() * payload * 2.0**s.weight_exp
+        payload = q.src_bound_int(s.src) if s.num_message_bits else np.ones(s.n_src)
+        payload = np.broadcast_to(payload, (s.n_src,)).astype(np.float64)
+        if s.conv is not None:
+            worst += _abs_apply(s.conv, payload)
+        else:
+            w = abs(s.weights) if s.is_sparse else np.abs(s.weights)
+            worst += np.asarray(w @ payload).ravel() * 2.0**s.weight_exp
     if worst.max(initial=0) * (1 << fixed.ACT_SHIFT) >= fixed.DECAY_UNITY:
         raise LoihiRangeError(
             f"{group.name}: a memoryless neuron's input can reach "
@@ -564,10 +937,10 @@ def _bias_synapse(group: str, bias_v: np.ndarray) -> SynapseSpec:
 def quantize_bias(per_step: np.ndarray) -> fixed.QuantizedWeights:
     """A bias column ``(n, 1)`` for a binary always-on source, adding ``per_step`` input
     units each step; the exponent is the smallest (≥ 0, so whole units) that fits the
-    largest bias into 8-bit weights."""
+    largest bias into 8-bit weights. Stored sparse: most groups bias few neurons."""
     peak = float(np.max(np.abs(per_step)))
     exp = max(0, math.ceil(math.log2(peak / fixed.WEIGHT_MAX))) if peak > 0 else 0
-    return fixed.quantize_to_mantissa(np.asarray(per_step)[:, None], 1.0, exp)
+    return fixed.quantize_to_mantissa(sp.csr_matrix(np.asarray(per_step)[:, None]), 1.0, exp)
 
 
 def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> None:
@@ -577,10 +950,14 @@ def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> 
     ``t + latency(g)``, with latency one more than its slowest forward source. A synapse
     whose target must see its source ``lag`` steps late (a NIR Delay, or the previous
     step's spikes on a recurrent edge) gets ``latency(dst) − latency(src) − 1 + lag``.
+    Delays that Lava cannot hold as they are are given a form by :func:`_realize_delays`.
     """
     latency = {w.input.name: 0, BIAS_SOURCE: 0}
+    by_dst: dict[str, list[Any]] = {}
+    for s in synapses:
+        by_dst.setdefault(s.dst, []).append(s)
     for name, group in groups.items():
-        inc = [s for s in synapses if s.dst == name]
+        inc = by_dst.get(name, [])
         for s in inc:
             s.recurrent = (s.src, name) in w.recurrent
         # The bias follows the data; it never sets the pace.
@@ -589,4 +966,80 @@ def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> 
         latency[name] = group.latency
         for s in inc:
             s.delay = group.latency - latency[s.src] - 1 + s.lag + int(s.recurrent)
-            s.__post_init__()
+            if s.delay <= fixed.MAX_DELAY:
+                s.__post_init__()
+
+
+def _realize_delays(groups: dict[str, NeuronGroup], synapses: list[SynapseSpec]) -> None:
+    """Give every delay a Lava form: Lava's ``Conv`` has no delay, and no synapse more
+    than 63 steps.
+
+    * A one-weight-per-channel conv (a one-to-one read of a relay) becomes a diagonal
+      ``DelaySparse``: one weight per neuron, which is all a one-to-one synapse stores.
+    * Any other delayed conv reads a *delay relay* of its source instead, a ``GradedVec``
+      that repeats the source's value ``delay`` steps later; the conv itself is undelayed.
+    * Delays beyond 63 steps go through chains of 64-step delay relays, shared by all
+      long synapses of a source.
+
+    In logical time a delay relay passes the same step's value, so the integer reference
+    runs it as an identity group.
+    """
+    relays: dict[tuple[str, int], str] = {}
+    order: dict[str, list[str]] = {}
+
+    def delay_relay(src: str, steps: int) -> str:
+        """A relay that repeats ``src`` ``steps`` ≥ 1 Lava steps after src sends."""
+        key = (src, steps)
+        if key in relays:
+            return relays[key]
+        prev, left = src, steps
+        if steps > DELAY_RELAY_STEPS:  # a chain of 64-step relays, then the rest
+            hops = (steps - 1) // DELAY_RELAY_STEPS
+            prev, left = delay_relay(src, hops * DELAY_RELAY_STEPS), steps - hops * DELAY_RELAY_STEPS
+        base = groups[src]
+        name = f"{src}.delay{steps}"
+        groups[name] = NeuronGroup(name=name, size=base.size, params=RelayParams(0),
+                                   shape=base.shape, latency=groups[prev].latency + left,
+                                   spiking=False, kind="delay")
+        synapses.append(SynapseSpec(
+            name=f"{prev}->{name}", src=prev, dst=name,
+            weights=sp.identity(base.size, format="csr", dtype=np.int64), weight_exp=0,
+            delay=left - 1, num_message_bits=GRADED_BITS if groups[prev].graded else 0))
+        relays[key] = name
+        order.setdefault(src, []).append(name)
+        return name
+
+    for s in list(synapses):
+        if s.conv is not None and s.delay:
+            c = s.conv
+            if c.pointwise and c.depthwise:
+                per_neuron = np.repeat(np.asarray(s.weights).ravel(), c.n_out // c.out_shape[0])
+                s.weights = sp.diags(per_neuron, format="csr", dtype=np.int64)
+                s.conv = None
+            else:
+                s.src = delay_relay(s.src, s.delay)
+                s.num_message_bits = GRADED_BITS
+                s.delay = 0
+        if s.delay > fixed.MAX_DELAY:
+            if s.src not in groups:
+                raise ValidationError(f"synapse {s.name}: a delay of {s.delay} steps from the "
+                                      "input cannot be relayed; shorten the path")
+            hops = s.delay // DELAY_RELAY_STEPS
+            s.src = delay_relay(s.src, hops * DELAY_RELAY_STEPS)
+            s.delay -= hops * DELAY_RELAY_STEPS
+            s.num_message_bits = GRADED_BITS
+        s.__post_init__()
+    if order:  # keep topological order: each relay right after the group it repeats
+        made = {r for rs in order.values() for r in rs}
+        merged: dict[str, NeuronGroup] = {}
+
+        def put(name: str) -> None:
+            merged[name] = groups[name]
+            for r in sorted(order.get(name, []), key=lambda r: groups[r].latency):
+                put(r)
+
+        for name in list(groups):
+            if name not in made:
+                put(name)
+        groups.clear()
+        groups.update(merged)

@@ -47,10 +47,14 @@ def _print_json(data: Any) -> None:
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or JSON training config; flags override it")
-    p.add_argument("--data", choices=["digits", "mnist5k", "mnist", "cifar10", "cifar100"])
+    p.add_argument("--data", choices=["digits", "mnist5k", "mnist", "cifar10", "cifar100",
+                                      "imagenet"],
+                   help="data set (imagenet: sizing with --epochs 0 only)")
     p.add_argument("--data-dir", help="folder holding the data set's standard files")
     p.add_argument("--arch", help="architecture (default: mlp)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int,
+                   help="epochs to train; 0 writes an initialized, untrained OUT/checkpoint.pt "
+                        "without reading any data (to size a model for Loihi 2 first)")
     p.add_argument("--qat-epochs", type=int,
                    help="how many of the last epochs train through 8-bit fake-quantized weights")
     p.add_argument("--seed", type=int)
@@ -62,14 +66,19 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @_args(_train_args)
 def cmd_train(a: argparse.Namespace) -> int:
     from lrfdyn.io import write_json
-    from lrfdyn.pipeline import checkpoint_to_nir, quantized_accuracy
     from lrfdyn.train.trainer import TrainConfig, train
 
     cfg_dict: dict[str, Any] = _read_config(a.config) if a.config else {}
     for key in ("data", "data_dir", "arch", "epochs", "qat_epochs", "seed", "out"):
         if getattr(a, key) is not None:
             cfg_dict[key] = getattr(a, key)
+    if a.epochs == 0 and a.qat_epochs is None:
+        cfg_dict.pop("qat_epochs", None)  # a config's QAT epochs lie in the epochs not run
     cfg = TrainConfig.from_dict(cfg_dict)
+    if cfg.epochs == 0:
+        return _train_initialize(a, cfg)
+    from lrfdyn.pipeline import checkpoint_to_nir, quantized_accuracy  # the Lava side
+
     result = train(cfg, resume=a.resume, progress=not a.json)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun only rank 0 evaluates and reports
@@ -94,6 +103,29 @@ def cmd_train(a: argparse.Namespace) -> int:
             print(f"Loihi-int accuracy  {q_note}")
         else:
             print(f"Loihi-int accuracy  {100 * q_acc:.2f} % (integer reference)")
+    return 0
+
+
+def _train_initialize(a: argparse.Namespace, cfg: Any) -> int:
+    """``train --epochs 0``: an initialized, untrained checkpoint from the config alone."""
+    from lrfdyn.errors import ValidationError
+    from lrfdyn.io import write_json
+    from lrfdyn.train.trainer import initialize
+
+    if a.resume:
+        raise ValidationError("--resume with --epochs 0: there is nothing to train; drop one")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 writes
+    info = initialize(cfg).to_dict()
+    # Replaces any metrics.json of an earlier run, so none sits beside untrained weights.
+    write_json(Path(cfg.out) / "metrics.json", info)
+    if a.json:
+        _print_json(info)
+    else:
+        c, h, w = info["image_shape"]
+        print(f"wrote {info['checkpoint']}: {info['arch']}, {info['parameters']:,} parameters, "
+              f"input {c}x{h}x{w}, {info['num_classes']} classes; UNTRAINED (epochs 0, "
+              "trained: false, initialized weights, no data read)")
     return 0
 
 

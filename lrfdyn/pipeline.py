@@ -145,7 +145,7 @@ def quantized_accuracy(graph: nir.NIRGraph, data: str, data_dir: str | None,
     ds = load_dataset(data, data_dir, seed=seed)
     net = lower(graph)
     x = ds.x_test.reshape(len(ds.x_test), -1).astype(np.int64)
-    spikes = run_reference(net, x)
+    spikes = run_reference(net, x, record=[net.output])
     return float((readout(spikes[net.output], net.input.timesteps) == ds.y_test).mean())
 
 

@@ -40,7 +40,7 @@ from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
 from lrfdyn.loihi.resources import ResourceMap, layer_bits, map_to_cores
 from lrfdyn.sim import energy
 from lrfdyn.sim.reference import check_samples, run_reference
-from lrfdyn.sim.report import count_synops, memory_bits
+from lrfdyn.sim.report import count_synops, memory_bits, source_events
 
 #: Format version of ``profile.json``.
 PROFILE_VERSION = 1
@@ -283,18 +283,14 @@ def _synapse_profile(net: LoweredNetwork, s: Any, x: np.ndarray,
     n, t_in = len(x), net.input.timesteps
     fan_out = s.fan_out.astype(np.int64)
     graded = s.src == net.input.name and net.input.levels > 1
-    if s.src == BIAS_SOURCE:
-        events = np.full((1,), n * t_in, np.int64)
-    elif s.src == net.input.name:
-        events = (x != 0).sum(axis=0).astype(np.int64) * t_in
-    else:
-        events = spikes[s.src].sum(axis=(0, 1)).astype(np.int64)
-    n_dst, n_src = s.weights.shape
+    events = source_events(net, s, spikes, x, t_in)
+    # What a dense ANN layer of the same connectivity would multiply-accumulate per step.
+    macs = s.nnz if s.kind == "conv" else s.n_dst * s.n_src
     return SynapseProfile(
-        name=s.name, src=s.src, dst=s.dst, shape=[int(n_dst), int(n_src)],
+        name=s.name, src=s.src, dst=s.dst, shape=[int(s.n_dst), int(s.n_src)],
         nonzero_weights=int(fan_out.sum()), graded=bool(graded), events=int(events.sum()),
         synops=int(events @ fan_out),
-        dense_macs=0 if s.src == BIAS_SOURCE else int(n_dst * n_src * t_in * n),
+        dense_macs=0 if s.src == BIAS_SOURCE else int(macs * t_in * n),
     )
 
 

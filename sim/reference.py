@@ -1,28 +1,97 @@
-"""The integer reference executor: a lowered network run in numpy with Loihi arithmetic.
+"""The integer reference executor: a lowered network run in torch with Loihi arithmetic.
 
-It runs in *logical* time: within one step every group sees its sources'
-output of the same step, as the float model does, except where a synapse
-carries a lag (a NIR Delay, or a group's recurrent edge into itself, which
-sees the previous step). Lava adds one step per
-synapse; lowering equalized those latencies, so Lava's group ``g`` at step
-``t + latency(g)`` must equal the reference at step ``t`` (DESIGN.md §3.5).
-Samples run as a batch: they are independent by construction.
+It runs the same typed synapse layers Lava runs (DESIGN.md §7): a conv is a
+``conv2d`` with its one kernel, never a matrix per position, so it scales to
+ImageNet-size networks, batched over samples, on CUDA when asked.
+
+Exactness. Integers travel as float64 through ``conv2d`` and sparse products,
+which are exact while every partial sum stays below 2^53; each layer's worst case
+(8-bit weights × its largest payload × its fan-in) is checked once, before the
+first step. Neuron arithmetic is :mod:`lrfdyn.loihi.fixed`'s, on int64 tensors.
+The CPU result is the contract; ``device="cuda"`` runs the same operations.
+
+Time is *logical*: within one step every group sees its sources' output of the
+same step, as the float model does, except where a synapse carries a lag (a NIR
+Delay, or a group's recurrent edge into itself, which sees the previous step).
+Lava adds one step per synapse; lowering equalized those latencies, so Lava's
+group ``g`` at step ``t + latency(g)`` must equal the reference at step ``t``
+(DESIGN.md §3.5). Samples are independent by construction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
 
-from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
 from lrfdyn.errors import ValidationError
+from lrfdyn.loihi import fixed
+from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, RelayParams, SynapseSpec
+
+#: float64 holds every integer below this exactly.
+_EXACT = float(1 << 53)
+
+
+class _Layer:
+    """One synapse layer, ready to apply to a batch: effective integer weights on device."""
+
+    def __init__(self, s: SynapseSpec, payload_max: float, device: torch.device) -> None:
+        self.spec = s
+        eff = s.effective()
+        if s.conv is not None:
+            c = s.conv
+            self.weight = torch.as_tensor(np.asarray(eff, np.float64), device=device)
+            self.geometry = (c.in_shape, c.stride, c.padding, c.dilation, c.groups)
+            fan_in = int(np.prod(eff.shape[1:]))
+            peak = float(np.max(np.abs(eff), initial=0))
+        else:
+            m = sp.csr_matrix(eff, dtype=np.float64) if sp.issparse(eff) else None
+            if m is not None:
+                coo = m.tocoo()
+                idx = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64)
+                self.weight = torch.sparse_coo_tensor(
+                    idx, torch.as_tensor(coo.data), coo.shape,
+                    check_invariants=False).coalesce().to(device)
+                rows = np.diff(m.indptr)
+                fan_in = int(rows.max(initial=0))
+                peak = float(np.max(np.abs(coo.data), initial=0))
+            else:
+                dense = np.asarray(eff, np.float64)
+                self.weight = torch.as_tensor(dense, device=device)
+                fan_in = dense.shape[1]
+                peak = float(np.max(np.abs(dense), initial=0))
+            self.geometry = None
+        if peak * payload_max * max(fan_in, 1) >= _EXACT:
+            raise ValidationError(
+                f"synapse {s.name}: its sums can exceed 2^53 and would not be exact in "
+                "float64; this network is outside the reference's range"
+            )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Summed input ``(B, n_dst)`` int64 for payloads ``x (B, n_src)``."""
+        xf = x.to(torch.float64)
+        if self.geometry is not None:
+            in_shape, stride, padding, dilation, groups = self.geometry
+            y = F.conv2d(xf.reshape(-1, *in_shape), self.weight, stride=stride,
+                         padding=padding, dilation=dilation, groups=groups)
+            # Lava's fixed-point Conv wraps its output to 24 bits and ignores weight_exp.
+            return fixed.wrap_signed(y.reshape(x.shape[0], -1).round().to(torch.int64))
+        if self.weight.is_sparse:
+            y = torch.sparse.mm(self.weight, xf.T).T
+        else:
+            y = xf @ self.weight.T
+        return fixed.shift(y.round().to(torch.int64), self.spec.weight_exp)
 
 
 def run_reference(
     net: LoweredNetwork, x: np.ndarray, steps: int | None = None, *,
     inputs: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] | None = None,
+    record: Iterable[str] | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int | None = 64,
 ) -> dict[str, np.ndarray]:
     """Run a batch of integer inputs through ``net``.
 
@@ -33,50 +102,99 @@ def run_reference(
             different input at each of the T steps.
         steps: logical steps to run (default: the input's T).
         inputs: groups whose synaptic input comes from a function of this step's
-            values (by source name) instead of their synapses; how dendritic mode
-            feeds an attention LIF from its token stream.
+            values (numpy, by source name) instead of their synapses; how dendritic
+            mode feeds an attention LIF from its token stream.
+        record: the groups to return (default: all). Big networks record the output only.
+        device: torch device; the CPU result is the contract.
+        batch_size: samples per pass (None: all at once).
 
     Returns:
-        Boolean spikes of every group, shape (B, steps, group_size), by group name; the
-        integer voltage instead for a group that never spikes (a LI, I or CubaLI readout).
+        Boolean spikes of every recorded group, shape (B, steps, group_size), by name; the
+        integer value instead for a group that never spikes (a LI, I or CubaLI readout,
+        or a relay).
     """
     x = check_samples(net, x)
+    if batch_size is not None and len(x) > batch_size:
+        parts = [run_reference(net, x[i:i + batch_size], steps, inputs=inputs, record=record,
+                               device=device) for i in range(0, len(x), batch_size)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     steps = net.input.timesteps if steps is None else steps
+    device = torch.device(device)
+    keep = set(net.groups) if record is None else set(record)
+    unknown = keep - set(net.groups)
+    if unknown:
+        raise ValidationError(f"cannot record unknown groups {sorted(unknown)}")
     batch = x.shape[0]
-    state = {g: fixed.LifState.zeros((batch, grp.size)) for g, grp in net.groups.items()}
-    spikes = {g: np.zeros((batch, steps, grp.size), bool if grp.spiking else np.int64)
-              for g, grp in net.groups.items()}
-    # Lava clips and truncates each weight matrix once, on its first step; so does this.
-    incoming = {g: [(syn, fixed.dense_effective_weights(syn.weights))
-                    for syn in net.incoming(g)] for g in net.groups}
+    xt = torch.as_tensor(x, dtype=torch.int64, device=device)
+    bound = _payload_bounds(net)
+    incoming = {g: [_Layer(s, bound.get(s.src, 1.0), device) for s in net.incoming(g)
+                    if s.port == "a_in"] for g in net.groups}
+    # How far back each source is read: the current step only, unless a lag says otherwise.
+    reach: dict[str, int] = {}
+    for s in net.synapses:
+        reach[s.src] = max(reach.get(s.src, 0), s.lag + int(s.recurrent))
+    state = {g: fixed.LifState(torch.zeros((batch, grp.size), dtype=torch.int64, device=device),
+                               torch.zeros((batch, grp.size), dtype=torch.int64, device=device))
+             for g, grp in net.groups.items() if not grp.graded}
+    out = {g: np.zeros((batch, steps, net.groups[g].size),
+                       bool if net.groups[g].spiking else np.int64) for g in keep}
+    history: dict[str, list[torch.Tensor]] = {g: [] for g in net.groups}
+    zeros_in = torch.zeros((batch, net.input.size), dtype=torch.int64, device=device)
+    ones = torch.ones((batch, 1), dtype=torch.int64, device=device)
 
-    def sent(src: str, t: int) -> np.ndarray:
-        """What ``src`` sent at logical step t (nothing before the sample starts)."""
-        if t < 0 or (src == net.input.name and t >= net.input.timesteps):
-            return np.zeros((batch, 1), np.int64)
+    def sent(src: str, when: int, t: int, now: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """What ``src`` sent at logical step ``when`` ≤ t (None: before the sample)."""
+        if when < 0:
+            return None
         if src == BIAS_SOURCE:
-            return np.ones((batch, 1), np.int64)
+            return ones
         if src == net.input.name:
-            return x[:, t] if x.ndim == 3 else x
-        return spikes[src][:, t]
+            if when >= net.input.timesteps:
+                return zeros_in
+            return xt[:, when] if xt.ndim == 3 else xt
+        if when == t:
+            return now.get(src)
+        hist = history[src]  # the steps t − len(hist) … t − 1
+        i = when - t + len(hist)
+        return hist[i] if 0 <= i < len(hist) else None
 
     for t in range(steps):
-        done: list[str] = []
+        now: dict[str, torch.Tensor] = {}
         for g, grp in net.groups.items():
             if inputs and g in inputs:
-                # This step's values of the input, the bias and the groups already updated.
-                now = {src: sent(src, t) for src in (net.input.name, BIAS_SOURCE, *done)}
-                a_in = inputs[g](now)
+                visible = {src: sent(src, t, t, now) for src in (net.input.name, BIAS_SOURCE, *now)}
+                a_in = torch.as_tensor(
+                    inputs[g]({k: v.cpu().numpy() for k, v in visible.items() if v is not None}),
+                    dtype=torch.int64, device=device)
             else:
-                a_in = np.zeros((batch, grp.size), np.int64)
-                for syn, effective in incoming[g]:
-                    lagged = sent(syn.src, t - syn.lag - int(syn.recurrent))
-                    if lagged.any():
-                        a_in += fixed.accumulate(effective, lagged, syn.weight_exp)
-            s, state[g] = fixed.lif_step(state[g], a_in, grp.params, grp.spiking)
-            spikes[g][:, t] = s if grp.spiking else state[g].v
-            done.append(g)
-    return spikes
+                a_in = torch.zeros((batch, grp.size), dtype=torch.int64, device=device)
+                for layer in incoming[g]:
+                    s = layer.spec
+                    lagged = sent(s.src, t - s.lag - int(s.recurrent), t, now)
+                    if lagged is not None and bool(lagged.any()):
+                        a_in = a_in + layer(lagged)
+            if grp.graded:
+                exp = grp.params.exp if isinstance(grp.params, RelayParams) else 0
+                value = a_in >> exp if exp else a_in
+                now[g] = value
+            else:
+                s_out, state[g] = fixed.lif_step(state[g], a_in, grp.params, grp.spiking)
+                now[g] = s_out if grp.spiking else state[g].v
+            if g in keep:
+                out[g][:, t] = now[g].cpu().numpy()
+        for g, v in now.items():
+            if reach.get(g, 0):
+                history[g].append(v)
+                del history[g][:-reach[g]]
+    return out
+
+
+def _payload_bounds(net: LoweredNetwork) -> dict[str, float]:
+    """Largest magnitude each source can send: 1 for spikes, the 24-bit range for graded."""
+    bounds = {net.input.name: float(max(net.input.levels, 1)), BIAS_SOURCE: 1.0}
+    for g, grp in net.groups.items():
+        bounds[g] = float(1 << (fixed.UV_BITS - 1)) if grp.graded or not grp.spiking else 1.0
+    return bounds
 
 
 def check_samples(net: LoweredNetwork, x: np.ndarray) -> np.ndarray:

@@ -9,10 +9,11 @@ on the integer reference, so both give identical counts when the spikes match.
   an event is a spike or a non-zero graded payload, and fan-out counts the
   non-zero weights leaving that source neuron.
 * Neuron updates: neurons × steps.
-* State memory: u and v of every neuron at 24 bits each.
-* Synaptic memory: every stored weight at 8 bits (a Dense layer stores its full
-  matrix, a Sparse one its non-zeros), plus the synapse output buffers (16 bits
-  per target neuron and delay slot).
+* State memory: u and v of every LIF neuron at 24 bits each, one 24-bit value per
+  relay neuron.
+* Synaptic memory: every stored weight at 8 bits (a Conv layer stores its kernel
+  once, a Dense layer its full matrix, a Sparse one its non-zeros), plus the synapse
+  output buffers (16 bits per target neuron and delay slot).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LOWERING_VERSION, LoweredNetwork
+from lrfdyn.loihi.lower import BIAS_SOURCE, LOWERING_VERSION, LoweredNetwork, SynapseSpec
 
 
 @dataclass
@@ -112,6 +113,17 @@ def memory_bits(net: LoweredNetwork) -> tuple[int, int]:
             sum(s.memory_bits for s in net.synapses))
 
 
+def source_events(net: LoweredNetwork, s: SynapseSpec, spikes: dict[str, np.ndarray],
+                  x: np.ndarray, timesteps: int) -> np.ndarray:
+    """Events each source neuron of synapse ``s`` sent over the first ``timesteps`` steps
+    of every sample: spikes, or non-zero payloads of a relay or the graded input."""
+    if s.src == BIAS_SOURCE:
+        return np.full((1,), len(x) * timesteps, np.int64)
+    if s.src == net.input.name:
+        return (np.asarray(x) != 0).sum(axis=0).astype(np.int64) * timesteps
+    return np.count_nonzero(spikes[s.src][:, :timesteps], axis=(0, 1)).astype(np.int64)
+
+
 def count_synops(
     net: LoweredNetwork, spikes: dict[str, np.ndarray], x: np.ndarray, timesteps: int
 ) -> dict[str, int]:
@@ -123,14 +135,8 @@ def count_synops(
     """
     per_group = {g: 0 for g in net.groups}
     for s in net.synapses:
-        fan_out = s.fan_out.astype(np.int64)
-        if s.src == BIAS_SOURCE:
-            events = np.full((1,), len(x) * timesteps, np.int64)
-        elif s.src == net.input.name:
-            events = (np.asarray(x) != 0).sum(axis=0).astype(np.int64) * timesteps
-        else:
-            events = spikes[s.src][:, :timesteps].sum(axis=(0, 1)).astype(np.int64)
-        per_group[s.dst] += int(events @ fan_out)
+        events = source_events(net, s, spikes, x, timesteps)
+        per_group[s.dst] += int(events @ s.fan_out.astype(np.int64))
     return per_group
 
 

@@ -11,6 +11,7 @@ import nir
 import numpy as np
 
 from lrfdyn.errors import NIRFileError
+from lrfdyn.nir_types import with_group_types
 from lrfdyn.loihi.lower import LoweredNetwork, lower
 from lrfdyn.sim.reference import check_samples, readout, run_reference
 from lrfdyn.sim.report import (
@@ -28,7 +29,7 @@ def read_graph(path: str | os.PathLike[str]) -> nir.NIRGraph:
     if not path.is_file():
         raise NIRFileError(f"{path}: no such NIR file; write one with `lrfdyn export`")
     try:
-        graph = nir.read(path)
+        graph = with_group_types(nir.read(path, type_check=False))
     except Exception as exc:  # h5py and nir raise many types for a bad file
         raise NIRFileError(
             f"{path}: not a readable NIR file ({type(exc).__name__}: "
@@ -38,6 +39,7 @@ def read_graph(path: str | os.PathLike[str]) -> nir.NIRGraph:
     if not isinstance(graph, nir.NIRGraph):
         raise NIRFileError(f"{path}: holds a single {type(graph).__name__}, not a NIR graph")
     return graph
+
 
 
 def simulate(
@@ -80,8 +82,9 @@ def simulate(
     state_bits, syn_bits = memory_bits(net)
     layers = [
         LayerStats(
-            name=g, neurons=grp.size, spikes=int(ref[g][:, :t_in].sum()),
-            firing_rate=float(ref[g][:, :t_in].mean()), synops_in=synops[g],
+            name=g, neurons=grp.size, spikes=int(np.count_nonzero(ref[g][:, :t_in])),
+            firing_rate=float(np.count_nonzero(ref[g][:, :t_in]) / max(ref[g][:, :t_in].size, 1)),
+            synops_in=synops[g],
             mismatches=counts[g],
         )
         for g, grp in net.groups.items()

@@ -19,6 +19,13 @@ epochs of the cosine schedule run forward and backward through fake-quantized
 Linear/Conv weights (8-bit even mantissas with one scale per layer, the rounding of
 :func:`lrfdyn.loihi.fixed.quantize_to_mantissa`) while AdamW updates the float
 "shadow" weights: a straight-through estimator. Checkpoints keep the float weights.
+
+**Sizing without data** (``epochs == 0``, :func:`initialize`): the model is built from the
+config alone (input shape and classes from the model config, else from the named data
+set's known shape, :data:`KNOWN_INPUTS`) and written as an initialized, untrained
+checkpoint in the format training writes, marked ``epochs: 0`` / ``trained: false``, so
+that ``lrfdyn export`` and the Loihi 2 resource mapping can run before any training. With
+the same seed its weights are exactly the ones a real run starts from.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import dataclasses
 import math
 import os
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +46,28 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lrfdyn.errors import ValidationError
+from lrfdyn.errors import DataError, ValidationError
 from lrfdyn.io import write_json
 from lrfdyn.loihi.fixed import WEIGHT_MAX, WEIGHT_MIN
 from lrfdyn.train.checkpoint import load_checkpoint, save_checkpoint
-from lrfdyn.train.data import Dataset, load_dataset
+from lrfdyn.train.data import DATASETS, Dataset, load_dataset
 from lrfdyn.train.models import ARCHITECTURES, build_model
+from lrfdyn.train.models.attention import count_parameters
+
+#: Input shape (C, H, W) and number of classes of every named data set, known without
+#: reading it: what ``epochs == 0`` builds a model from. ``mnist`` is the standard 28×28
+#: set (its loader reads H and W from the IDX headers). ``imagenet`` has no loader (the
+#: trainer holds a data set in memory): it is here for sizing only (:data:`SIZING_ONLY`).
+KNOWN_INPUTS: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "mnist5k": ((1, 28, 28), 10),
+    "mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "imagenet": ((3, 224, 224), 1000),
+}
+#: Data set names a model can be sized for (``epochs == 0``) but not trained on.
+SIZING_ONLY: tuple[str, ...] = tuple(n for n in KNOWN_INPUTS if n not in DATASETS)
 
 
 @dataclass
@@ -70,10 +94,11 @@ class TrainConfig:
     out: str = "runs/train"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValidationError(
                 f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}: "
-                "all must be positive"
+                "batch_size and lr must be positive, epochs at least 0 (0 writes an "
+                "initialized, untrained checkpoint without reading data)"
             )
         if not 0 <= self.qat_epochs <= self.epochs:
             raise ValidationError(
@@ -97,6 +122,25 @@ class TrainResult:
     checkpoint: Path
     float_accuracy: float
     history: list[dict[str, Any]]
+
+
+@dataclass
+class InitResult:
+    """What :func:`initialize` wrote: an untrained checkpoint and the model's size."""
+
+    checkpoint: Path
+    arch: str
+    data: str
+    parameters: int
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "arch": self.arch, "data": self.data,
+                "parameters": self.parameters, "image_shape": list(self.image_shape),
+                "num_classes": self.num_classes, "epochs": 0, "trained": False,
+                "seconds": self.seconds}
 
 
 def seed_everything(seed: int) -> None:
@@ -233,18 +277,101 @@ class _Distributed:
 
 def data_defaults(arch: str, data: Dataset) -> dict[str, Any]:
     """The model config keys a data set determines, for those the architecture has."""
-    c, h, w = data.image_shape
-    known = {"in_features": c * h * w, "num_classes": data.num_classes, "img_size": h,
+    return shape_defaults(arch, data.image_shape, data.num_classes)
+
+
+def shape_defaults(arch: str, image_shape: tuple[int, int, int], num_classes: int
+                   ) -> dict[str, Any]:
+    """The model config keys an input shape and class count determine, for ``arch``'s fields."""
+    c, h, w = image_shape
+    known = {"in_features": c * h * w, "num_classes": num_classes, "img_size": h,
              "in_channels": c}
     names = {f.name for f in dataclasses.fields(ARCHITECTURES[arch][0])} if arch in \
         ARCHITECTURES else set()
     return {k: v for k, v in known.items() if k in names}
 
 
+def _model_input_shape(model: nn.Module, data: str, data_shape: tuple[int, int, int]
+                       ) -> tuple[int, int, int]:
+    """The (C, H, W) images ``model`` takes: from its config, else the data set's shape."""
+    mcfg = model.cfg  # type: ignore[attr-defined]
+    if hasattr(mcfg, "img_size") and hasattr(mcfg, "in_channels"):
+        return int(mcfg.in_channels), int(mcfg.img_size), int(mcfg.img_size)
+    c, h, w = data_shape
+    if getattr(mcfg, "in_features", c * h * w) != c * h * w:
+        raise ValidationError(
+            f"model in_features={mcfg.in_features} does not match {data} images "
+            f"{c}x{h}x{w} = {c * h * w} values; drop in_features from the config or fix it"
+        )
+    return data_shape
+
+
+def _refuse_to_replace_trained(path: Path) -> None:
+    """Stop ``epochs == 0`` from overwriting a trained (or unreadable) checkpoint."""
+    if not path.exists():
+        return
+    try:
+        extra = load_checkpoint(path).extra
+    except Exception:  # noqa: BLE001 - any unreadable file is kept, as a trained one is
+        extra = {}
+    if extra.get("trained") is not False:
+        raise ValidationError(
+            f"{path} already holds a checkpoint that is not an untrained one "
+            f"(epoch {extra.get('epoch', '?')}); --epochs 0 would replace it with untrained "
+            "weights: pass another --out, or delete it first"
+        )
+
+
+def initialize(cfg: TrainConfig) -> InitResult:
+    """``epochs == 0``: write ``cfg.out/checkpoint.pt`` with initialized weights, reading no data.
+
+    The input shape and classes come from ``cfg.model`` (``img_size``, ``in_channels``,
+    ``num_classes``), filled in from :data:`KNOWN_INPUTS` for ``cfg.data``. The checkpoint
+    has the format :func:`train` writes, with ``epoch``/``epochs`` 0, ``trained: false``
+    and the trainable parameter count in its extra; BatchNorm running statistics keep
+    their initial mean 0 / variance 1. ``train_config.json`` is written beside it.
+    """
+    if cfg.epochs != 0:
+        raise ValidationError(f"initialize() writes untrained checkpoints (epochs=0); got "
+                              f"epochs={cfg.epochs}, train with train()")
+    if cfg.data not in KNOWN_INPUTS:
+        raise DataError(f"unknown data set {cfg.data!r}; choose one of: "
+                        f"{', '.join(KNOWN_INPUTS)}")
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    _refuse_to_replace_trained(ckpt_path)
+    data_shape, data_classes = KNOWN_INPUTS[cfg.data]
+    seed_everything(cfg.seed)  # then build at once, as train() does: the same initial weights
+    model = build_model(cfg.arch, {**shape_defaults(cfg.arch, data_shape, data_classes),
+                                   **cfg.model})
+    image_shape = _model_input_shape(model, cfg.data, data_shape)
+    num_classes = int(model.cfg.num_classes)  # type: ignore[attr-defined]
+    parameters = count_parameters(model)
+    write_json(out / "train_config.json", dataclasses.asdict(cfg))
+    save_checkpoint(
+        ckpt_path, model, cfg.arch, epoch=0, epochs=0, trained=False, parameters=parameters,
+        history=[], data=cfg.data, seed=cfg.seed, split_seed=cfg.split_seed,
+        image_shape=list(image_shape),
+    )
+    return InitResult(checkpoint=ckpt_path, arch=cfg.arch, data=cfg.data,
+                      parameters=parameters, image_shape=image_shape,
+                      num_classes=num_classes, seconds=time.perf_counter() - t0)
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``cfg.arch`` on ``cfg.data``; write ``checkpoint.pt`` every epoch into ``cfg.out``."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if cfg.epochs == 0:
+        raise ValidationError("epochs=0 trains nothing; initialize() (`lrfdyn train "
+                              "--epochs 0`) writes an untrained checkpoint without data")
+    if cfg.data in SIZING_ONLY:
+        raise DataError(
+            f"{cfg.data}: lrfdyn has no loader for it (training holds the data set in "
+            f"memory; trainable: {', '.join(DATASETS)}); size the model with "
+            "`lrfdyn train --epochs 0` instead"
+        )
     ddp = _Distributed()
     seed_everything(cfg.seed)
     data: Dataset = load_dataset(cfg.data, cfg.data_dir, seed=cfg.split_seed)
@@ -256,8 +383,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     ckpt_path = out / "checkpoint.pt"
     history: list[dict[str, Any]] = []
     start = 0
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
+    # An untrained (epochs 0) checkpoint has nothing to resume: start afresh (from the
+    # same initial weights, when the seed and the model config are unchanged).
+    ckpt = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    if ckpt is not None and ckpt.extra.get("trained") is not False:
         model.load_state_dict(ckpt.state_dict)
         opt.load_state_dict(ckpt.extra["optimizer"])
         sched.load_state_dict(ckpt.extra["scheduler"])
@@ -317,6 +446,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                     ckpt_path, model, cfg.arch, epoch=epoch + 1, optimizer=opt.state_dict(),
                     scheduler=sched.state_dict(), history=history, rng=torch.get_rng_state(),
                     data=cfg.data, seed=cfg.seed, split_seed=cfg.split_seed, image_shape=list(data.image_shape),
+                    epochs=cfg.epochs, trained=True, parameters=count_parameters(model),
                 )
     history = ddp.broadcast(history)
     ddp.close()

@@ -12,7 +12,7 @@ import torch
 from lrfdyn.cli import main
 from lrfdyn.export.from_nir import run_float
 from lrfdyn.export.transformer import token_kernel_2d
-from lrfdyn.loihi.linear import conv2d_matrix
+from lrfdyn.loihi.layers import conv2d_matrix
 from lrfdyn.loihi.lower import lower
 from lrfdyn.pipeline import checkpoint_to_nir
 from lrfdyn.sim.simulate import simulate

@@ -67,6 +67,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import scipy.sparse as sp
 
 from lrfdyn.errors import UnsupportedNodeError
 from lrfdyn.io import write_with
@@ -138,13 +139,16 @@ def _chain(net: LoweredNetwork) -> list[tuple[str, SynapseSpec, SynapseSpec | No
 
 def _netx_weights(syn: SynapseSpec) -> np.ndarray:
     """The weights to write, after checking netx loads them to lrfdyn's exact product."""
+    if syn.conv is not None:
+        raise _refuse(f"synapse {syn.name} is a shared-kernel conv; lrfdyn writes netx "
+                      "files for Dense chains only; use `--format nir`")
     if syn.weight_exp != 0:
         raise _refuse(
             f"synapse {syn.name} has weight_exp={syn.weight_exp}; netx reads no weight "
             "exponent (a netx dense layer computes W·x exactly), so only the network's "
             "first synapse may have one; use `--format nir`"
         )
-    eff = fixed.dense_effective_weights(syn.weights)
+    eff = _dense(fixed.dense_effective_weights(syn.weights))
     if not np.any(eff):
         raise _refuse(f"synapse {syn.name} has only zero weights, which netx cannot load "
                       "(its weight-bit optimizer divides by the largest weight)")
@@ -162,6 +166,10 @@ def _netx_weights(syn: SynapseSpec) -> np.ndarray:
             "would not reproduce lrfdyn's integer weights exactly; use `--format nir`"
         )
     return eff
+
+
+def _dense(w) -> np.ndarray:
+    return w.toarray() if sp.issparse(w) else np.asarray(w)
 
 
 def _netx_bias(bias: SynapseSpec, du: int) -> np.ndarray:
@@ -255,6 +263,6 @@ def write_netx(net: LoweredNetwork, path: str | os.PathLike[str]) -> Path:
                 g.attrs["src"] = syn.src
                 g.attrs["weight_exp"] = syn.weight_exp
                 g.attrs["num_message_bits"] = syn.num_message_bits
-                g.create_dataset("weight", data=syn.weights.astype(np.int32))
+                g.create_dataset("weight", data=_dense(syn.weights).astype(np.int32))
 
     return write_with(path, writer)

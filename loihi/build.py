@@ -37,7 +37,13 @@ from lava.proc.lif.process import LIF
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import DendriticBlock
 from lrfdyn.errors import ValidationError
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec
+from lrfdyn.loihi.lower import (
+    LoweredNetwork,
+    NeuronGroup,
+    RelayParams,
+    SynapseSpec,
+    bias_offset,
+)
 from lrfdyn.loihi.processes.nir_neuron import NirLIF, open_voltage_recording
 from lrfdyn.loihi.processes.recorder import SpikeRecorder, open_recording
 
@@ -53,7 +59,7 @@ class LavaNetwork:
     """
 
     source: Source
-    bias: Source | None
+    bias: list[Source]
     lifs: dict[str, LIF]
     synapses: dict[str, AbstractProcess]
     recorders: dict[str, SpikeRecorder]
@@ -68,8 +74,7 @@ class LavaNetwork:
 
     @property
     def processes(self) -> list[AbstractProcess]:
-        extra = [self.bias] if self.bias is not None else []
-        return [self.source, *extra, *self.lifs.values(), *self.synapses.values(),
+        return [self.source, *self.bias, *self.lifs.values(), *self.synapses.values(),
                 *self.recorders.values()]
 
     @property
@@ -149,14 +154,13 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
     source = Source(data=input_schedule(net, x, drain))
     # The bias source spikes during each sample (lowering delays it per group) and is
     # silent while the network drains.
-    bias = None
-    if net.has_bias:
-        on = np.zeros((len(x), block), np.int32)
-        on[:, :steps] = 1
-        bias = Source(data=on.reshape(1, -1))
     sources = {net.input.name: source}
-    if bias is not None:
-        sources[BIAS_SOURCE] = bias
+    for name in net.bias_sources:  # a later copy for groups beyond the longest delay
+        lag = bias_offset(name)
+        on = np.zeros((len(x), block), np.int32)
+        on[:, lag:lag + steps] = 1
+        sources[name] = Source(data=on.reshape(1, -1))
+    bias = [p for n, p in sources.items() if n != net.input.name]
     folder = _recording_folder()
     lifs = {name: _neuron_process(name, g, folder, total) for name, g in net.groups.items()}
     synapses: dict[str, AbstractProcess] = {}
@@ -190,9 +194,9 @@ def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> Abst
         from lava.proc.graded.process import GradedVec
         from lava.proc.prodneuron.process import ProdNeuron
 
-        exp = g.params.exp if isinstance(g.params, RelayParams) else 0
+        p = g.params if isinstance(g.params, RelayParams) else RelayParams()
         # vth = 0: every non-zero value passes (both send v·(|v| > vth)).
-        return ProdNeuron(shape=(g.size,), vth=0, exp=exp) if exp else \
+        return ProdNeuron(shape=(g.size,), vth=0, exp=p.exp) if p.prod else \
             GradedVec(shape=(g.size,), vth=0, exp=0)
     common = dict(
         shape=(g.size,), du=g.params.du, dv=g.params.dv, vth=g.params.vth, name=name,

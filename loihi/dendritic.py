@@ -162,16 +162,15 @@ def _edges(graph: nir.NIRGraph) -> tuple[dict[str, list[str]], dict[str, list[st
     return preds, succs
 
 
-def _diag(weight: np.ndarray) -> np.ndarray:
-    """Per-channel kernels of a depthwise conv written ungrouped (block-diagonal)."""
-    w = np.asarray(weight, np.float64)
-    c = np.arange(w.shape[0])
-    off = w.copy()
-    off[c, c] = 0
-    if np.any(off):
+def _diag(node: nir.Conv2d) -> np.ndarray:
+    """Per-channel kernels ``(d, kh, kw)`` of a depthwise conv, written grouped or not."""
+    from lrfdyn.loihi.layers import conv_groups
+
+    w, groups = conv_groups(np.asarray(node.weight, np.float64), int(np.asarray(node.groups)))
+    if groups != w.shape[0] or w.shape[1] != 1:
         raise UnsupportedNodeError("an LRF/BN conv mixes channels; the dendritic lowering "
                                    "needs depthwise convolutions")
-    return w[c, c]  # (d, kh, kw)
+    return w[:, 0]
 
 
 def lower_dendritic(graph: nir.NIRGraph, net: LoweredNetwork) -> list[DendriticBlock]:
@@ -202,8 +201,8 @@ def _lower_block(graph: nir.NIRGraph, net: LoweredNetwork, dend: str,
             "`lrfdyn export` writes it; this block has another shape"
         )
     out_group = succs[bn_name][0]
-    incoming = {s.src for s in net.incoming(out_group)}
-    if not incoming <= {u_group, BIAS_SOURCE}:
+    incoming = _sources_through_relays(net, out_group)
+    if out_group not in net.groups or not incoming <= {u_group, BIAS_SOURCE}:
         raise UnsupportedNodeError(f"{out_group}: inputs besides the dendrite "
                                    f"({sorted(incoming - {u_group, BIAS_SOURCE})}) are not "
                                    "supported in dendritic mode")
@@ -245,13 +244,13 @@ def _lower_block(graph: nir.NIRGraph, net: LoweredNetwork, dend: str,
     params = net.groups[out_group].float_params
     s_z = params["gain"] * params["lambda"] / (1 << fixed.ACT_SHIFT)
     bn = graph.nodes[bn_name]
-    bn_scale = _diag(bn.weight)[:, 0, 0]
+    bn_scale = _diag(bn)[:, 0, 0]
     bias = np.asarray(bn.bias, np.float64).copy()
     taps: dict[tuple[int, int], np.ndarray] = {(0, 0): bn_scale.copy()}  # (δ·b, offset) -> w
     for name in lrfs:
         conv = graph.nodes[name]
         dil = int(np.atleast_1d(conv.dilation)[0])
-        kern = _diag(conv.weight)
+        kern = _diag(conv)
         if kern.shape[1:] != (3, 3) or tuple(np.atleast_1d(conv.padding)) != (dil, dil) \
                 or tuple(np.atleast_1d(conv.stride)) != (1, 1):
             raise UnsupportedNodeError(f"{name}: the dendritic lowering takes 3×3 'same' "
@@ -305,6 +304,21 @@ def _lower_block(graph: nir.NIRGraph, net: LoweredNetwork, dend: str,
         masks=masks, relays=relays, layers=layers, offsets=offsets, stream_steps=stream_steps,
         scales={"x": s_x, "y": s_y, "z": s_z},
     )
+
+
+def _sources_through_relays(net: LoweredNetwork, group: str) -> set[str]:
+    """The spiking groups and sources that feed ``group``, looking through relays (the
+    parallel lowering keeps the dendrite's output and the LRF sum as relays)."""
+    found: set[str] = set()
+    todo = [group]
+    while todo:
+        for s in net.incoming(todo.pop()):
+            g = net.groups.get(s.src)
+            if g is not None and g.graded:
+                todo.append(s.src)
+            else:
+                found.add(s.src)
+    return found
 
 
 def _class(hb: int) -> str:

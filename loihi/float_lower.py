@@ -61,13 +61,13 @@ class FloatSynapse(SynapseSpec):
 def lower_float(graph: nir.NIRGraph, conv: Convention = NIR, *,
                 timesteps: int) -> LoweredNetwork:
     """The float network of ``graph``: every input step is a float vector (graded)."""
-    w = wire(graph, conv, timesteps=timesteps, levels=1)
+    w = wire(graph, conv, timesteps=timesteps, levels=1, shared=False)
     groups: dict[str, NeuronGroup] = {}
     synapses: list[SynapseSpec] = []
     for plan in w.groups:
         dyn, e = plan.dynamics, plan.inputs
-        for tap, mat in e.terms.items():
-            weights = (dyn.gain * mat).tocsr()
+        for tap, m in e.terms:
+            weights = (dyn.gain * m.matrix()).tocsr()
             synapses.append(FloatSynapse(
                 name=synapse_name(tap, plan.name), src=tap.source, dst=plan.name,
                 weights=weights if weights.nnz < SPARSE_BELOW * math.prod(weights.shape)

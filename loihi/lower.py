@@ -79,6 +79,16 @@ from lrfdyn.loihi.neurons import NEURON_LOWERINGS, NIR, Convention, Dynamics
 LOWERING_VERSION = 2
 #: Name of the always-on source that carries biases (a spike every step).
 BIAS_SOURCE = "bias"
+
+
+def bias_offset(name: str) -> int | None:
+    """Steps by which a bias source lags :data:`BIAS_SOURCE` (``bias@64`` → 64), or None
+    for a source that is not a bias. Groups deeper than Loihi's longest delay take their
+    bias from such a later copy instead of a relay."""
+    if name == BIAS_SOURCE:
+        return 0
+    head, sep, lag = name.partition("@")
+    return int(lag) if head == BIAS_SOURCE and sep and lag.isdigit() else None
 #: Graded payloads (relay outputs) are 24-bit signed values.
 GRADED_BITS = fixed.UV_BITS
 #: Largest magnitude of a graded payload or a conv's summed output (24-bit signed).
@@ -196,10 +206,16 @@ class SynapseSpec:
         return int(self.weights.nnz)
 
     @property
+    def buffer_bits(self) -> int:
+        """One output buffer entry per target neuron and delay slot: 16 bits for spikes,
+        24 for graded payloads."""
+        bits = GRADED_BITS if self.num_message_bits else fixed.BUFFER_BITS
+        return self.n_dst * (self.delay + 1) * bits
+
+    @property
     def memory_bits(self) -> int:
-        """8 bits per stored weight plus a 16-bit buffer per target neuron and delay slot."""
-        return (self.stored_weights * fixed.WEIGHT_BITS
-                + self.n_dst * (self.delay + 1) * fixed.BUFFER_BITS)
+        """8 bits per stored weight plus the output buffers."""
+        return self.stored_weights * fixed.WEIGHT_BITS + self.buffer_bits
 
     def effective(self) -> np.ndarray | sp.csr_matrix:
         """The weights Lava's model computes with (Dense/Sparse clip and truncate;
@@ -211,9 +227,15 @@ class SynapseSpec:
 
 @dataclass(frozen=True)
 class RelayParams:
-    """A relay's output is ``(Σ a_in) >> exp``: ``GradedVec`` for exp 0, else ``ProdNeuron``."""
+    """A relay's output is ``(Σ a_in) >> exp``: ``ProdNeuron`` (a shifter, whose constant
+    ``a_in2`` is 1) where ``shifter`` or exp > 0, else ``GradedVec``."""
 
     exp: int = 0
+    shifter: bool = False
+
+    @property
+    def prod(self) -> bool:
+        return self.shifter or self.exp > 0
 
 
 @dataclass(eq=False)
@@ -266,7 +288,12 @@ class LoweredNetwork:
 
     @property
     def has_bias(self) -> bool:
-        return any(s.src == BIAS_SOURCE for s in self.synapses)
+        return any(bias_offset(s.src) is not None for s in self.synapses)
+
+    @property
+    def bias_sources(self) -> list[str]:
+        return sorted({s.src for s in self.synapses if bias_offset(s.src) is not None},
+                      key=bias_offset)
 
     def steps_per_sample(self) -> int:
         """Lava steps per sample: T input steps plus the pipeline's fill."""
@@ -357,6 +384,8 @@ class GroupPlan:
     name: str
     dynamics: Dynamics | None
     inputs: Expression
+    #: A relay that scales a LIF's conv input (always a ProdNeuron, so its form is fixed).
+    shifter: bool = False
 
     @property
     def kind(self) -> str:
@@ -616,7 +645,7 @@ def _with_shifters(w: Wiring) -> list[GroupPlan]:
         name = f"{p.name}.in"
         moved = [t for t, mv in zip(p.inputs.terms, move) if mv]
         shifter = GroupPlan(name, None, Expression(moved, np.zeros(p.inputs.size),
-                                                   p.inputs.shape))
+                                                   p.inputs.shape), shifter=True)
         kept = [t for t, mv in zip(p.inputs.terms, move) if not mv]
         kept.append((Tap(name), identity(p.inputs.shape)))
         out.extend([shifter, GroupPlan(p.name, p.dynamics,
@@ -694,7 +723,9 @@ class _Quantizer:
         """Largest integer payload of each source neuron."""
         if not self.graded(src):
             return np.ones(1)
-        return self.bound[src] * self.scale[src] + 1.0
+        if src == self.w.input.name:
+            return np.full(1, float(self.w.input.levels))
+        return np.ceil(self.bound[src] * self.scale[src]) + 1.0
 
     def float_bound(self, e: Expression) -> np.ndarray:
         total = np.abs(e.bias).copy()
@@ -806,11 +837,15 @@ class _Quantizer:
         pre = s_out * 2.0**exp
         self.scale[n] = s_out
         self.bound[n] = self.float_bound(p.inputs)
-        self._synapses(n, p.inputs, lambda src: pre / self.src_scale(src), bias_units=pre)
+        # Half a unit before the flooring shift makes it round to nearest: unbiased.
+        rounding = np.full(p.inputs.size, 2.0 ** (exp - 1) / pre) if exp else 0.0
+        inputs = Expression(p.inputs.terms, p.inputs.bias + rounding, p.inputs.shape)
+        self._synapses(n, inputs, lambda src: pre / self.src_scale(src), bias_units=pre)
         self.groups[n] = NeuronGroup(
-            name=n, size=p.inputs.size, params=RelayParams(exp), shape=p.inputs.shape,
-            float_params={"scale": s_out, "pre_scale": pre}, spiking=False, kind="relay")
-        if exp:
+            name=n, size=p.inputs.size, params=RelayParams(exp, p.shifter),
+            shape=p.inputs.shape, float_params={"scale": s_out, "pre_scale": pre},
+            spiking=False, kind="relay")
+        if self.groups[n].params.prod:
             # ProdNeuron shifts a_in1·a_in2; a constant 1 on a_in2 makes it a shifter.
             self.synapses.append(SynapseSpec(
                 name=f"{n}.unit", src=BIAS_SOURCE, dst=n,
@@ -868,10 +903,10 @@ class _Quantizer:
                                    conv=m.with_weight(q.mant))
             else:
                 exp = 0
-                if self.graded(tap.source):
-                    peak = _max_abs(m) * scale
-                    exp = math.floor(math.log2(peak / fixed.WEIGHT_MAX)) + 1 if peak > 0 else 0
-                    exp = min(exp, 0) if self.plans[n].kind == "lif" or exp < 0 else exp
+                peak = _max_abs(m) * scale
+                if self.graded(tap.source) and peak > 0:
+                    # The smallest exponent that fits the largest weight into 8 bits.
+                    exp = math.ceil(math.log2(peak / fixed.WEIGHT_MAX) - 1e-9)
                 q = fixed.quantize_to_mantissa(m.matrix_, scale, exp)
                 weights = q.mant if _is_sparse_enough(q.mant) else q.mant.toarray()
                 spec = SynapseSpec(name=name, src=tap.source, dst=n, weights=weights,
@@ -937,10 +972,10 @@ def _bias_synapse(group: str, bias_v: np.ndarray) -> SynapseSpec:
 def quantize_bias(per_step: np.ndarray) -> fixed.QuantizedWeights:
     """A bias column ``(n, 1)`` for a binary always-on source, adding ``per_step`` input
     units each step; the exponent is the smallest (≥ 0, so whole units) that fits the
-    largest bias into 8-bit weights. Stored sparse: most groups bias few neurons."""
+    largest bias into 8-bit weights."""
     peak = float(np.max(np.abs(per_step)))
     exp = max(0, math.ceil(math.log2(peak / fixed.WEIGHT_MAX))) if peak > 0 else 0
-    return fixed.quantize_to_mantissa(sp.csr_matrix(np.asarray(per_step)[:, None]), 1.0, exp)
+    return fixed.quantize_to_mantissa(np.asarray(per_step)[:, None], 1.0, exp)
 
 
 def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> None:
@@ -1020,6 +1055,10 @@ def _realize_delays(groups: dict[str, NeuronGroup], synapses: list[SynapseSpec])
                 s.src = delay_relay(s.src, s.delay)
                 s.num_message_bits = GRADED_BITS
                 s.delay = 0
+        if s.delay > fixed.MAX_DELAY and bias_offset(s.src) is not None:
+            hops = s.delay // DELAY_RELAY_STEPS
+            s.src = f"{BIAS_SOURCE}@{bias_offset(s.src) + hops * DELAY_RELAY_STEPS}"
+            s.delay -= hops * DELAY_RELAY_STEPS
         if s.delay > fixed.MAX_DELAY:
             if s.src not in groups:
                 raise ValidationError(f"synapse {s.name}: a delay of {s.delay} steps from the "

@@ -29,13 +29,13 @@ import torch.nn.functional as F
 
 from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, RelayParams, SynapseSpec
+from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, RelayParams, SynapseSpec, bias_offset
 
 #: float64 holds every integer below this exactly.
 _EXACT = float(1 << 53)
 
 
-class _Layer:
+class SynapseLayer:
     """One synapse layer, ready to apply to a batch: effective integer weights on device."""
 
     def __init__(self, s: SynapseSpec, payload_max: float, device: torch.device) -> None:
@@ -127,7 +127,7 @@ def run_reference(
     batch = x.shape[0]
     xt = torch.as_tensor(x, dtype=torch.int64, device=device)
     bound = _payload_bounds(net)
-    incoming = {g: [_Layer(s, bound.get(s.src, 1.0), device) for s in net.incoming(g)
+    incoming = {g: [SynapseLayer(s, bound.get(s.src, 1.0), device) for s in net.incoming(g)
                     if s.port == "a_in"] for g in net.groups}
     # How far back each source is read: the current step only, unless a lag says otherwise.
     reach: dict[str, int] = {}
@@ -146,7 +146,7 @@ def run_reference(
         """What ``src`` sent at logical step ``when`` ≤ t (None: before the sample)."""
         if when < 0:
             return None
-        if src == BIAS_SOURCE:
+        if bias_offset(src) is not None:
             return ones
         if src == net.input.name:
             if when >= net.input.timesteps:
@@ -191,7 +191,8 @@ def run_reference(
 
 def _payload_bounds(net: LoweredNetwork) -> dict[str, float]:
     """Largest magnitude each source can send: 1 for spikes, the 24-bit range for graded."""
-    bounds = {net.input.name: float(max(net.input.levels, 1)), BIAS_SOURCE: 1.0}
+    bounds = {net.input.name: float(max(net.input.levels, 1)),
+              **{b: 1.0 for b in net.bias_sources}}
     for g, grp in net.groups.items():
         bounds[g] = float(1 << (fixed.UV_BITS - 1)) if grp.graded or not grp.spiking else 1.0
     return bounds

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LOWERING_VERSION, LoweredNetwork, SynapseSpec
+from lrfdyn.loihi.lower import LOWERING_VERSION, LoweredNetwork, SynapseSpec, bias_offset
 
 
 @dataclass
@@ -117,7 +117,7 @@ def source_events(net: LoweredNetwork, s: SynapseSpec, spikes: dict[str, np.ndar
                   x: np.ndarray, timesteps: int) -> np.ndarray:
     """Events each source neuron of synapse ``s`` sent over the first ``timesteps`` steps
     of every sample: spikes, or non-zero payloads of a relay or the graded input."""
-    if s.src == BIAS_SOURCE:
+    if bias_offset(s.src) is not None:
         return np.full((1,), len(x) * timesteps, np.int64)
     if s.src == net.input.name:
         return (np.asarray(x) != 0).sum(axis=0).astype(np.int64) * timesteps

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from lrfdyn.sim.simulate import read_graph
 from lrfdyn.cli import main
 
 
@@ -36,7 +37,7 @@ def test_export_writes_a_nir_file(capsys, digits_run, tmp_path) -> None:
     dest = tmp_path / "again.nir"
     code, out, _ = run(capsys, "export", str(digits_run / "checkpoint.pt"), "-o", str(dest))
     assert code == 0 and "wrote" in out
-    assert isinstance(nir.read(dest), nir.NIRGraph)
+    assert isinstance(read_graph(dest), nir.NIRGraph)
 
 
 def _one_error_line(code: int, err: str, *fragments: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from lrfdyn.sim.simulate import read_graph
 from lrfdyn.errors import UnsupportedNodeError
 from lrfdyn.export.from_nir import run_float
 from lrfdyn.export.to_nir import export_module, GraphBuilder, write_nir
@@ -16,7 +17,7 @@ from lrfdyn.train.data import load_dataset
 
 
 def test_nir_file_reads_back_with_types_and_metadata(digits_run) -> None:
-    graph = nir.read(digits_run / "model.nir")
+    graph = read_graph(digits_run / "model.nir")
     kinds = [type(n).__name__ for n in graph.nodes.values()]
     assert kinds.count("Affine") == 3 and kinds.count("LIF") == 3
     assert graph.metadata["timesteps"] == 8 and graph.metadata["input_levels"] == 255
@@ -29,7 +30,7 @@ def test_nir_file_reads_back_with_types_and_metadata(digits_run) -> None:
 
 def test_nirtorch_reimport_reproduces_every_output_spike(digits_run) -> None:
     model = load_checkpoint(digits_run / "checkpoint.pt").build()
-    graph = nir.read(digits_run / "model.nir")
+    graph = read_graph(digits_run / "model.nir")
     images = load_dataset("digits").x_test[:64]
     with torch.no_grad():
         out, _ = model(torch.as_tensor(images, dtype=torch.float32) / 255)

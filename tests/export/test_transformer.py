@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lrfdyn.sim.simulate import read_graph
 from lrfdyn.cli import main
 from lrfdyn.export.from_nir import run_float
 from lrfdyn.export.transformer import token_kernel_2d
@@ -71,7 +72,7 @@ def test_conv2d_matrix_equals_torch(stride, padding, dilation, groups) -> None:
 
 
 def test_export_carries_the_dendrite_and_reimports_exactly(lrf_dyn_run) -> None:
-    graph = nir.read(lrf_dyn_run / "model.nir")
+    graph = read_graph(lrf_dyn_run / "model.nir")
     dendrite = graph.nodes["blocks.0.attn.dendrite"]
     assert dendrite.metadata["lrfdyn"] == "dendrite" and dendrite.metadata["k"] == 8
     assert dendrite.metadata["A"].shape == (32, 8, 8)
@@ -84,16 +85,19 @@ def test_export_carries_the_dendrite_and_reimports_exactly(lrf_dyn_run) -> None:
 
 
 def test_full_block_is_spike_exact_on_lava(lrf_dyn_run) -> None:
-    net = lower(nir.read(lrf_dyn_run / "model.nir"))
+    net = lower(read_graph(lrf_dyn_run / "model.nir"))
     # Shortcut currents reach the block neurons over paths of different lengths.
     assert any(s.delay > 0 for s in net.synapses)
     assert "blocks.0.attn.u" in net.groups and "blocks.0.attn.gate" in net.groups
     ds = load_dataset("digits")
-    report = simulate(net, ds.x_test[:3].reshape(3, -1), ds.y_test[:3])
+    # Enough samples that the rare K∧V token fires and the dendrite carries values.
+    report = simulate(net, ds.x_test[:12].reshape(12, -1), ds.y_test[:12])
     assert report.mismatches == 0, report.first_mismatch
     assert report.predictions_equal
     silent = [layer.name for layer in report.layers if layer.spikes == 0]
-    assert len(silent) <= 2, f"too many silent layers for a meaningful check: {silent}"
+    assert len(silent) <= 1, f"too many silent layers for a meaningful check: {silent}"
+    kinds = {s.kind for s in net.synapses}
+    assert "conv" in kinds, "the block's per-token layers are shared-kernel convs"
     assert multiprocessing.active_children() == []
 
 

@@ -39,7 +39,7 @@ def _models(stock: bool) -> dict[type, type]:
 
 def _run(src: RingBuffer, recorder_path: Path, n_out: int, stock: bool,
          read_vars: tuple = ()) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Run the network of ``src`` for T steps; the recording (T, n_out) and ``read_vars``' values."""
+    """Run ``src``'s network for T steps: the recording (T, n_out) and ``read_vars``' values."""
     rec = open_recording(str(recorder_path), T, n_out, graded=True)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=_models(stock))
     try:

@@ -11,7 +11,7 @@ from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import PROD, Z, lower_dendritic
 from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.dendritic import lower_both, run_hybrid_reference, run_streams
-from lrfdyn.sim.reference import run_reference
+from lrfdyn.sim.reference import SynapseLayer, run_reference
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +67,12 @@ def test_reference_input_hook_reproduces_the_synapses(tiny) -> None:
     _, _, net, block = tiny
     rng = np.random.default_rng(2)
     x = rng.integers(0, 256, (3, net.input.size))
-    syns = [(s, fixed.dense_effective_weights(s.weights)) for s in net.incoming(block.out_group)]
+    syns = [SynapseLayer(s, float(1 << 23), torch.device("cpu")) for s in net.incoming(block.out_group)]
     bias = np.ones((3, 1), np.int64)
 
     def same(current):
-        return sum(fixed.accumulate(w, bias if s.src == "bias" else current[s.src],
-                                    s.weight_exp) for s, w in syns)
+        return sum(layer(torch.as_tensor(bias if layer.spec.src == "bias"
+                                         else current[layer.spec.src])).numpy() for layer in syns)
 
     plain = run_reference(net, x)
     hooked = run_reference(net, x, inputs={block.out_group: same})

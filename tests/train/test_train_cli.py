@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lrfdyn.sim.simulate import read_graph
 from lrfdyn.cli import main
 from lrfdyn.train import trainer
 from lrfdyn.train.checkpoint import save_checkpoint
@@ -143,7 +144,7 @@ def test_epochs_0_writes_an_untrained_checkpoint_without_data_and_exports(
     nir_path = tmp_path / "sized.nir"
     assert main(["export", str(ckpt_path), "-o", str(nir_path)]) == 0
     assert "wrote" in capsys.readouterr().out
-    graph = nir.read(nir_path)
+    graph = read_graph(nir_path)
     assert graph.nodes and graph.metadata["dataset"] == "cifar10"
 
 

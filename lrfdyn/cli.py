@@ -217,6 +217,8 @@ def _graph_and_data_args(p: argparse.ArgumentParser, samples: int) -> None:
 
 def _simulate_args(p: argparse.ArgumentParser) -> None:
     _graph_and_data_args(p, samples=100)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="torch device of the integer reference (default cpu, the contract)")
     p.add_argument("--no-lava", action="store_true",
                    help="run only the integer reference (counts without Lava)")
     p.add_argument("--mode", choices=("parallel", "dendritic"), default="parallel",
@@ -247,9 +249,14 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     if a.precision or a.input:
         report = _simulate_array(a)
     else:
-        run = run_dendritic if a.mode == "dendritic" else run_simulation
-        report = run(a.nir_file, data=a.data, data_dir=a.data_dir, samples=a.samples,
-                     use_lava=not a.no_lava, progress=not a.json)
+        if a.mode == "dendritic":
+            report = run_dendritic(a.nir_file, data=a.data, data_dir=a.data_dir,
+                                   samples=a.samples, use_lava=not a.no_lava,
+                                   progress=not a.json)
+        else:
+            report = run_simulation(a.nir_file, data=a.data, data_dir=a.data_dir,
+                                    samples=a.samples, use_lava=not a.no_lava,
+                                    progress=not a.json, device=_device(a.device))
     if a.report:
         write_json(a.report, report.to_dict())
     if a.json:
@@ -257,6 +264,19 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     else:
         print(report.summary())
     return 0 if not report.mismatches else 1
+
+
+def _device(name: str) -> str:
+    """A torch device for the integer reference, refused in one line if absent."""
+    from lrfdyn.errors import ValidationError
+
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValidationError("--device cuda: no CUDA device is available here; "
+                                  "use --device cpu (the CPU result is the contract)")
+    return name
 
 
 def _simulate_array(a: argparse.Namespace) -> Any:
@@ -276,8 +296,15 @@ def _simulate_array(a: argparse.Namespace) -> Any:
 
 def _deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
-                   help="only map the network onto Loihi 2 cores and print it (no hardware "
-                        "needed); exit 1 if it does not fit one chip")
+                   help="only map the network onto Loihi 2 cores and chips and print it (no "
+                        "hardware needed); exit 1 if it does not fit one chip")
+    p.add_argument("--conv-storage", choices=("channels", "kernel"), default="channels",
+                   help="--dry-run's estimate of a conv kernel on each core it serves: the "
+                        "filters of the output channels on that core (default), or the "
+                        "whole kernel (conservative)")
+    p.add_argument("--all-layers", action="store_true",
+                   help="--dry-run lists every layer (default: the 20 with the most cores "
+                        "and a total)")
     _graph_and_data_args(p, samples=100)
 
 
@@ -288,11 +315,11 @@ def cmd_deploy(a: argparse.Namespace) -> int:
         from lrfdyn.loihi.resources import map_to_cores
         from lrfdyn.sim.simulate import load_and_lower
 
-        mapping = map_to_cores(load_and_lower(a.nir_file)[1])
+        mapping = map_to_cores(load_and_lower(a.nir_file)[1], conv_storage=a.conv_storage)
         if a.json:
             _print_json(mapping.to_dict())
         else:
-            print(mapping.summary())
+            print(mapping.summary(max_layers=None if a.all_layers else 20))
         return 0 if mapping.fits_one_chip else 1
     from lrfdyn.loihi.hardware import require_loihi2
 

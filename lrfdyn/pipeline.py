@@ -91,7 +91,7 @@ def progress_bar(label: str, total: int, enabled: bool) -> Iterator[Any]:
 
 def run_simulation(nir_path: str | os.PathLike[str], *, data: str | None = None,
                    data_dir: str | None = None, samples: int = 100, use_lava: bool = True,
-                   progress: bool = True) -> SimReport:
+                   progress: bool = True, device: str = "cpu") -> SimReport:
     """``lrfdyn simulate``: lower, run on Lava and the reference, compare every spike."""
     t0 = time.perf_counter()
     graph = read_graph(nir_path)
@@ -102,7 +102,7 @@ def run_simulation(nir_path: str | os.PathLike[str], *, data: str | None = None,
     x = images.reshape(len(images), -1).astype(np.int64)
     with progress_bar("Lava fixed_pt", len(x), progress and use_lava) as tick:
         report = simulate(net, x, labels, use_lava=use_lava, float_predictions=float_pred,
-                          on_sample=tick)
+                          on_sample=tick, device=device)
     report.timings["read_and_lower_s"] = lower_s
     return report
 

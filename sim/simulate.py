@@ -50,16 +50,18 @@ def simulate(
     use_lava: bool = True,
     float_predictions: np.ndarray | None = None,
     on_sample: Callable[[int], None] | None = None,
+    device: str = "cpu",
 ) -> SimReport:
     """Run integer samples ``x`` (N, input_size) with labels ``y``; compare layer by layer.
 
-    With ``use_lava=False`` only the reference runs (for counting without Lava).
+    With ``use_lava=False`` only the reference runs (for counting without Lava); it runs
+    on torch ``device`` (``cuda`` where present; the CPU result is the contract).
     """
     x = check_samples(net, x)
     steps = net.steps_per_sample()
     t_in = net.input.timesteps
     t0 = time.perf_counter()
-    ref = run_reference(net, x, steps)
+    ref = run_reference(net, x, steps, device=device)
     ref_s = time.perf_counter() - t0
     ref_pred = readout(ref[net.output], t_in)
     timings = {"reference_s": ref_s}

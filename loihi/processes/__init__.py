@@ -31,10 +31,8 @@ def cpu_models(select_tag: str = "fixed_pt", *, stock: bool = False) -> dict[typ
     if select_tag == "fixed_pt" and not stock:
         from lrfdyn.loihi.processes.sparse import FAST_MODELS
 
+        from lrfdyn.loihi.processes.conv import FAST_CONV_MODELS
+
         models.update(FAST_MODELS)
-        try:
-            from lrfdyn.loihi.processes.conv import FAST_CONV_MODELS
-        except ImportError:  # not built yet
-            FAST_CONV_MODELS = {}
         models.update(FAST_CONV_MODELS)
     return models

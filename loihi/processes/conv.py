@@ -50,6 +50,8 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.conv.process import Conv
 
+from lrfdyn.loihi import fixed
+
 #: The fixed-point Conv output is 24-bit signed (``PyConvModelFixed.clamp_precision``).
 OUT_BITS = 24
 #: Integers up to this magnitude are exact in float64.
@@ -61,12 +63,6 @@ Pair = int | tuple[int, int]
 def _pair(value: Pair) -> tuple[int, int]:
     a, b = (value, value) if np.isscalar(value) else tuple(value)
     return int(a), int(b)
-
-
-def wrap_signed(x: np.ndarray, bits: int = OUT_BITS) -> np.ndarray:
-    """``lava.proc.conv.utils.signed_clamp`` on int64: a modulo wrap into [-2^(b-1), 2^(b-1))."""
-    half = np.int64(1) << (bits - 1)
-    return (np.asarray(x, np.int64) + half) % (2 * half) - half
 
 
 def lava_weight(weight: np.ndarray) -> np.ndarray:
@@ -168,7 +164,7 @@ class FastConvModel(PyLoihiProcessModel):
         s_in = self.s_in.recv()
         if self.num_message_bits.item() == 0:  # as the stock model: any non-zero is a spike
             s_in = s_in.astype(bool)
-        self.a_buf = wrap_signed(self._convolve(s_in)).astype(np.int32)
+        self.a_buf = fixed.wrap_signed(self._convolve(s_in), OUT_BITS).astype(np.int32)
 
 
 def conv_process(weight: np.ndarray, in_shape: tuple[int, int, int], stride: Pair = 1,

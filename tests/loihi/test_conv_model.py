@@ -18,9 +18,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lrfdyn.loihi.fixed import wrap_signed
 from lrfdyn.loihi.processes.conv import (FAST_CONV_MODELS, FastConvModel, connect_conv,
-                                         conv_int64, conv_process, lava_weight, torch_weight,
-                                         wrap_signed)
+                                         conv_int64, conv_process, lava_weight, torch_weight)
 from lrfdyn.loihi.processes.recorder import RECORDER_MODELS, SpikeRecorder, open_recording
 
 from lava.magma.core.process.ports.ports import OutPort

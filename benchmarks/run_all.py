@@ -26,6 +26,7 @@ GROUPS = {
     "toolchain": "bench_toolchain",
     "memory": "bench_memory",
     "peers": "bench_peers",
+    "scale": "bench_scale",
 }
 
 

@@ -269,7 +269,7 @@ def reset_state(lava_net: LavaNetwork) -> None:
         if isinstance(lif, NirLIF):
             lif.pending.set(np.zeros(lif.pending.shape, np.int32))
     for conn in lava_net.synapses.values():
-        buf = getattr(conn, "a_buff", None)
+        buf = getattr(conn, "a_buff", getattr(conn, "a_buf", None))  # Dense/Sparse | Conv
         if buf is not None:
             buf.set(np.zeros(buf.shape, np.int32))
 

@@ -52,7 +52,7 @@ import scipy.sparse as sp
 
 from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, quantize_bias
+from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, bias_offset, quantize_bias
 
 def value_bits(fan_in: int) -> int:
     """Magnitude bits left to graded values (x, y) so that an int32 sum of ``fan_in``
@@ -202,6 +202,7 @@ def _lower_block(graph: nir.NIRGraph, net: LoweredNetwork, dend: str,
         )
     out_group = succs[bn_name][0]
     incoming = _sources_through_relays(net, out_group)
+    incoming = {BIAS_SOURCE if bias_offset(src) is not None else src for src in incoming}
     if out_group not in net.groups or not incoming <= {u_group, BIAS_SOURCE}:
         raise UnsupportedNodeError(f"{out_group}: inputs besides the dendrite "
                                    f"({sorted(incoming - {u_group, BIAS_SOURCE})}) are not "

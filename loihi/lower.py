@@ -52,6 +52,7 @@ through a synapse delayed to that group's latency.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -607,9 +608,10 @@ def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None 
         LoihiRangeError: for values that do not fit Loihi's bit widths.
         ValidationError: for malformed graphs (dangling edges, shapes, missing metadata).
     """
-    w = wire(graph, conv, timesteps=timesteps, levels=levels, shared=shared)
-    plans = _with_shifters(w)
-    groups, synapses = _Quantizer(w, plans).run()
+    with _one_thread():
+        w = wire(graph, conv, timesteps=timesteps, levels=levels, shared=shared)
+        plans = _with_shifters(w)
+        groups, synapses = _Quantizer(w, plans).run()
     assign_latencies(w, groups, synapses)
     _realize_delays(groups, synapses)
     meta = dict(w.metadata)
@@ -620,6 +622,18 @@ def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None 
         meta["reset_substituted"] = {g: "zero (Loihi) for subtract_next" for g in substituted}
     return LoweredNetwork(input=w.input, groups=groups, synapses=synapses, output=w.output,
                           dt=w.dt, metadata=meta)
+
+
+@contextmanager
+def _one_thread():
+    """Lowering's small convs run one torch thread: on a loaded machine torch's thread
+    pool made one depthwise conv take 0.9 s instead of 1 ms (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _is_graded(w: Wiring, plans_by_name: dict[str, GroupPlan], src: str) -> bool:
@@ -890,11 +904,17 @@ class _Quantizer:
 
     def _synapses(self, n: str, e: Expression, factor, *, bias_units: float | None) -> None:
         """Quantize every term of group n's input: integer = float · factor(src)."""
+        taken = {s.name for s in self.synapses}
         for tap, m in e.terms:
             scale = factor(tap.source)
             bits = _message_bits(int(np.max(self.src_bound_int(tap.source)))) \
                 if self.graded(tap.source) else 0
             name = synapse_name(tap, n)
+            k = 1
+            while name in taken:  # several structures from one source (the LRF's convs)
+                k += 1
+                name = f"{synapse_name(tap, n)}#{k}"
+            taken.add(name)
             if isinstance(m, ConvMap):
                 q = fixed.quantize_to_mantissa(m.weight, scale, 0, even=False)
                 spec = SynapseSpec(name=name, src=tap.source, dst=n, weights=q.mant,

@@ -51,6 +51,19 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _merged(path: Path, groups: dict[str, dict], rows: list[Row]
+            ) -> tuple[dict[str, dict], list[Row]]:
+    """This run's groups and rows, after the previous file's rows of every other group."""
+    if not path.is_file():
+        return groups, rows
+    import json
+
+    prev = json.loads(path.read_text())
+    kept = {g: v for g, v in prev.get("groups", {}).items() if g not in groups}
+    old = [Row(**r) for r in prev.get("rows", []) if r["group"] in kept]
+    return {**kept, **groups}, old + rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated groups: " + ",".join(GROUPS))
@@ -79,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         print(table(g_rows), f"\n({g}: {secs:.0f} s)\n", flush=True)
     total = time.perf_counter() - t_start
     info["loadavg_at_end"] = list(__import__("os").getloadavg())
+    out = Path(args.out)
+    if args.only:  # keep the other groups' last figures (each group records its own run)
+        groups, rows = _merged(out / "results.json", groups, rows)
     result = {"machine": info, "total_seconds": total, "groups": groups,
               "rows": [r.to_dict() for r in rows]}
-    out = Path(args.out)
     write_json(out / "results.json", result)
     v = info["versions"]
     md = "\n".join([

@@ -4,10 +4,11 @@ It runs the same typed synapse layers Lava runs (DESIGN.md §7): a conv is a
 ``conv2d`` with its one kernel, never a matrix per position, so it scales to
 ImageNet-size networks, batched over samples, on CUDA when asked.
 
-Exactness. Integers travel as float64 through ``conv2d`` and sparse products,
-which are exact while every partial sum stays below 2^53; each layer's worst case
-(8-bit weights × its largest payload × its fan-in) is checked once, before the
-first step. Neuron arithmetic is :mod:`lrfdyn.loihi.fixed`'s, on int64 tensors.
+Exactness. Integers travel as floats through ``conv2d`` and sparse products,
+which are exact while every partial sum stays below 2^24 (float32, most spike-driven
+layers) or 2^53 (float64); each layer's worst case (8-bit weights × its largest
+payload × its fan-in) picks its type once, before the first step, and a layer beyond
+2^53 is refused. Neuron arithmetic is :mod:`lrfdyn.loihi.fixed`'s, on int64 tensors.
 The CPU result is the contract; ``device="cuda"`` runs the same operations.
 
 Time is *logical*: within one step every group sees its sources' output of the
@@ -31,8 +32,9 @@ from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, RelayParams, SynapseSpec, bias_offset
 
-#: float64 holds every integer below this exactly.
+#: float64 (float32) holds every integer below this exactly.
 _EXACT = float(1 << 53)
+_EXACT32 = float(1 << 24)
 
 
 class SynapseLayer:
@@ -64,7 +66,18 @@ class SynapseLayer:
                 fan_in = dense.shape[1]
                 peak = float(np.max(np.abs(dense), initial=0))
             self.geometry = None
-        if peak * payload_max * max(fan_in, 1) >= _EXACT:
+        reach = peak * payload_max * max(fan_in, 1)
+        # A one-weight-per-channel conv (a one-to-one read, a BN scale) is a broadcast.
+        self.diagonal = None
+        if s.conv is not None and s.conv.pointwise and s.conv.depthwise:
+            c = s.conv.out_shape[0]
+            self.diagonal = torch.as_tensor(np.asarray(eff, np.int64).reshape(c, 1),
+                                            device=device)
+        self.wraps = reach >= (1 << (fixed.UV_BITS - 1))
+        # float32 is exact below 2^24 and several times faster (spike-driven layers).
+        self.dtype = torch.float32 if reach < _EXACT32 else torch.float64
+        self.weight = self.weight.to(self.dtype)
+        if reach >= _EXACT:
             raise ValidationError(
                 f"synapse {s.name}: its sums can exceed 2^53 and would not be exact in "
                 "float64; this network is outside the reference's range"
@@ -72,18 +85,23 @@ class SynapseLayer:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Summed input ``(B, n_dst)`` int64 for payloads ``x (B, n_src)``."""
-        xf = x.to(torch.float64)
+        if self.diagonal is not None:
+            y = x.to(torch.int64).reshape(x.shape[0], self.diagonal.shape[0], -1) * self.diagonal
+            y = y.reshape(x.shape[0], -1)
+            return fixed.wrap_signed(y) if self.wraps else y
+        xf = x.to(self.dtype)
         if self.geometry is not None:
             in_shape, stride, padding, dilation, groups = self.geometry
             y = F.conv2d(xf.reshape(-1, *in_shape), self.weight, stride=stride,
                          padding=padding, dilation=dilation, groups=groups)
             # Lava's fixed-point Conv wraps its output to 24 bits and ignores weight_exp.
-            return fixed.wrap_signed(y.reshape(x.shape[0], -1).round().to(torch.int64))
+            y = y.reshape(x.shape[0], -1).to(torch.int64)
+            return fixed.wrap_signed(y) if self.wraps else y
         if self.weight.is_sparse:
             y = torch.sparse.mm(self.weight, xf.T).T
         else:
             y = xf @ self.weight.T
-        return fixed.shift(y.round().to(torch.int64), self.spec.weight_exp)
+        return fixed.shift(y.to(torch.int64), self.spec.weight_exp)
 
 
 def run_reference(

@@ -25,6 +25,7 @@ import numpy as np
 from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
+from lrfdyn.sim.reference import check_samples
 
 
 def check_first_lowering(net: LoweredNetwork) -> None:
@@ -97,23 +98,3 @@ def run_reference(
             spikes[g][:, t] = s if grp.spiking else state[g].v
             done.append(g)
     return spikes
-
-
-def check_samples(net: LoweredNetwork, x: np.ndarray) -> np.ndarray:
-    """``x`` as int64 (N, input_size) or (N, T, input_size), or one clear error."""
-    x = np.asarray(x, dtype=np.int64)
-    if x.ndim == 3 and x.shape[1] == net.input.timesteps:
-        x_step = x[:, 0]
-    else:
-        x_step = x
-    if x_step.ndim != 2 or x_step.shape[1] != net.input.size:
-        raise ValidationError(
-            f"samples have shape {x.shape[1:]}, but the network's input has {net.input.size} "
-            "values; pick the data set the model was trained on (--data)"
-        )
-    return x
-
-
-def readout(spikes: np.ndarray, timesteps: int) -> np.ndarray:
-    """Class = argmax of output spike counts over the first T steps, ties to the lowest index."""
-    return spikes[:, :timesteps].sum(axis=1).argmax(axis=1)

@@ -77,11 +77,6 @@ class LavaNetwork:
         return [self.source, *self.bias, *self.lifs.values(), *self.synapses.values(),
                 *self.recorders.values()]
 
-    @property
-    def neurons(self) -> dict[str, AbstractProcess]:
-        """Every neuron process (LIF and relay) by group name."""
-        return self.lifs
-
     def sample_spikes(self, group: str, i: int) -> np.ndarray:
         """Spikes of ``group`` during sample ``i``'s first steps_per_sample steps."""
         start = i * self.block_steps

@@ -87,8 +87,14 @@ def decay(x, d):
     x = _int64(x)
     keep = DECAY_UNITY - (d if _is_torch(d) else np.asarray(d, dtype=np.int64))
     if _is_torch(x):
+        if not _is_torch(keep) and keep.ndim == 0:  # the reference's hot path: scalar decays
+            if keep == 0:
+                return torch.zeros_like(x)
+            if keep == DECAY_UNITY:
+                return x
         keep = torch.as_tensor(keep, dtype=torch.int64, device=x.device)
-        return torch.sign(x) * ((torch.abs(x) * keep) >> DECAY_BITS)
+        # Exact: |x|·keep < 2^36, and truncating division is sign·(|·| >> 12).
+        return torch.div(x * keep, DECAY_UNITY, rounding_mode="trunc")
     return np.sign(x) * ((np.abs(x) * keep) >> DECAY_BITS)
 
 
@@ -120,7 +126,8 @@ def wrap_signed(x, bits: int = UV_BITS):
 
 def shift(x, exp: int):
     """Arithmetic shift: left by ``exp`` if positive, else right (flooring) by ``-exp``."""
-    x = _int64(x)
+    if not (_is_torch(x) and x.dtype in (torch.int32, torch.int64)):
+        x = _int64(x)  # an int32 tensor stays int32: the caller bounded it
     return x << exp if exp > 0 else x >> -exp
 
 
@@ -195,12 +202,87 @@ def lif_step(
     """
     a_in = _int64(a_in)
     u = wrap_current(decay(state.u, p.du + 1) + (a_in << ACT_SHIFT))
-    bias = scaled_bias(p.bias_mant, p.bias_exp)
-    if _is_torch(u):
-        bias = torch.as_tensor(bias, dtype=torch.int64, device=u.device)
-    v = clip_voltage(decay(state.v, p.dv) + u + bias)
+    v = clip_voltage(decay(state.v, p.dv) + u + _bias_of(p, u))
     spikes = (v > (int(p.vth) << VTH_SHIFT)) & spiking
     return spikes, LifState(u, (torch.where if _is_torch(v) else np.where)(spikes, 0, v))
+
+
+def _bias_of(p: LifParams, like):
+    """``bias_mant << bias_exp`` in ``like``'s kind; a torch copy is cached per device."""
+    bias = scaled_bias(p.bias_mant, p.bias_exp)
+    if not _is_torch(like):
+        return bias
+    cache = p.__dict__.setdefault("_torch_bias", {})  # frozen dataclass: bypass __setattr__
+    if like.device not in cache:
+        cache[like.device] = torch.as_tensor(bias, dtype=torch.int64, device=like.device)
+    return cache[like.device]
+
+
+class TorchLif:
+    """:func:`lif_step` for one torch group, with shift decays, in int32 where it fits.
+
+    The integer reference spends most of its time in this update. The generic step
+    multiplies by ``keep`` and divides (36-bit products, int64); where ``keep`` is a
+    power of two (τ = 2 is ``dv`` = 2048) the decay is a shift that rounds toward
+    zero, and every register fits int32 whenever ``|a_in| < 2^24`` (int64 beyond).
+    The wrap and the clip are dropped where the caller's bound on ``|a_in|`` proves
+    they cannot act. :meth:`build` returns None for a non-power-of-two decay; the
+    caller then uses :func:`lif_step`. Tested bit-identical to it.
+    """
+
+    def __init__(self, p: LifParams, spiking: bool, u_shift: int | None, v_shift: int,
+                 bias: "torch.Tensor", wraps: bool, clips: bool) -> None:
+        self.spiking, self.u_shift, self.v_shift = spiking, u_shift, v_shift
+        self.bias, self.wraps, self.clips = bias, wraps, clips
+        self.dtype = bias.dtype
+        self.sign_bit = 31 if self.dtype == torch.int32 else 63
+        self.vth = int(p.vth) << VTH_SHIFT
+
+    @classmethod
+    def build(cls, p: LifParams, spiking: bool, a_max: float, device) -> TorchLif | None:
+        """A kernel for inputs with ``|a_in| ≤ a_max``, or None where shifts are not exact."""
+        if torch is None or not isinstance(p, LifParams) or a_max >= 1 << 40:
+            return None
+        keep_u, keep_v = DECAY_UNITY - (p.du + 1), DECAY_UNITY - p.dv
+        u_shift, v_shift = _pow2_shift(keep_u), _pow2_shift(keep_v)
+        if v_shift is None or (keep_u and u_shift is None):
+            return None
+        bias = scaled_bias(p.bias_mant, p.bias_exp)
+        # |u| ≤ (a_max << 6)·Σ (keep_u/4096)^n before the wrap; |v| likewise.
+        u_max = (a_max * (1 << ACT_SHIFT)) / (1 - keep_u / DECAY_UNITY)
+        v_max = ((min(u_max, _UV_MAX) + float(np.abs(bias).max(initial=0)))
+                 / (1 - keep_v / DECAY_UNITY) if keep_v < DECAY_UNITY else float("inf"))
+        # int32 holds u = decay(u) + (a_in << 6) < 2^30 and v < 2^23 + 2^30.
+        dtype = torch.int32 if a_max < 1 << 24 else torch.int64
+        return cls(p, spiking, None if keep_u == 0 else u_shift, v_shift,
+                   torch.as_tensor(bias, dtype=dtype, device=device),
+                   wraps=u_max >= _UV_MAX, clips=v_max >= _UV_MAX - 1)
+
+    def _decay(self, x: "torch.Tensor", s: int) -> "torch.Tensor":
+        # Round toward zero: add 2^s − 1 to negatives before the arithmetic shift.
+        return (x + ((x >> self.sign_bit) & ((1 << s) - 1))) >> s if s else x
+
+    def __call__(self, u, v, a_in):
+        """One step on tensors of :attr:`dtype`: (spikes, u, v), as :func:`lif_step`."""
+        cur = a_in << ACT_SHIFT
+        u = cur if self.u_shift is None else self._decay(u, self.u_shift) + cur
+        if self.wraps:
+            u = torch.where(u > _UV_MAX, u - 2 * _UV_MAX,
+                            torch.where(u <= -_UV_MAX, u + 2 * _UV_MAX, u))
+        v = self._decay(v, self.v_shift) + u + self.bias
+        if self.clips:
+            v = torch.clamp(v, -_UV_MAX + 1, _UV_MAX - 1)
+        if not self.spiking:
+            return torch.zeros_like(v, dtype=torch.bool), u, v
+        spikes = v > self.vth
+        return spikes, u, v.masked_fill(spikes, 0)
+
+
+def _pow2_shift(keep: int) -> int | None:
+    """``s`` with ``keep·2^s == 4096`` (the decay is a shift by s), else None."""
+    if keep <= 0 or keep & (keep - 1):
+        return None
+    return DECAY_BITS - (keep.bit_length() - 1)
 
 
 def compartment_step(

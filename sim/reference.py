@@ -67,6 +67,10 @@ class SynapseLayer:
                 peak = float(np.max(np.abs(dense), initial=0))
             self.geometry = None
         reach = peak * payload_max * max(fan_in, 1)
+        #: Largest |summed input| this layer can deliver (after a Dense weight_exp).
+        self.reach = reach if s.conv is not None else reach * 2.0 ** s.weight_exp
+        # int32 halves the memory traffic of everything downstream where it holds the sum.
+        self.out_dtype = torch.int32 if self.reach < (1 << 30) else torch.int64
         # A one-weight-per-channel conv (a one-to-one read, a BN scale) is a broadcast.
         self.diagonal = None
         if s.conv is not None and s.conv.pointwise and s.conv.depthwise:
@@ -86,7 +90,8 @@ class SynapseLayer:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Summed input ``(B, n_dst)`` int64 for payloads ``x (B, n_src)``."""
         if self.diagonal is not None:
-            y = x.to(torch.int64).reshape(x.shape[0], self.diagonal.shape[0], -1) * self.diagonal
+            y = (x.to(self.out_dtype).reshape(x.shape[0], self.diagonal.shape[0], -1)
+                 * self.diagonal.to(self.out_dtype))
             y = y.reshape(x.shape[0], -1)
             return fixed.wrap_signed(y) if self.wraps else y
         xf = x.to(self.dtype)
@@ -95,13 +100,13 @@ class SynapseLayer:
             y = F.conv2d(xf.reshape(-1, *in_shape), self.weight, stride=stride,
                          padding=padding, dilation=dilation, groups=groups)
             # Lava's fixed-point Conv wraps its output to 24 bits and ignores weight_exp.
-            y = y.reshape(x.shape[0], -1).to(torch.int64)
+            y = y.reshape(x.shape[0], -1).to(self.out_dtype)
             return fixed.wrap_signed(y) if self.wraps else y
         if self.weight.is_sparse:
             y = torch.sparse.mm(self.weight, xf.T).T
         else:
             y = xf @ self.weight.T
-        return fixed.shift(y.to(torch.int64), self.spec.weight_exp)
+        return fixed.shift(y.to(self.out_dtype), self.spec.weight_exp)
 
 
 def run_reference(
@@ -110,6 +115,7 @@ def run_reference(
     record: Iterable[str] | None = None,
     device: str | torch.device = "cpu",
     batch_size: int | None = 64,
+    lava_window: bool = False,
 ) -> dict[str, np.ndarray]:
     """Run a batch of integer inputs through ``net``.
 
@@ -125,6 +131,10 @@ def run_reference(
         record: the groups to return (default: all). Big networks record the output only.
         device: torch device; the CPU result is the contract.
         batch_size: samples per pass (None: all at once).
+        lava_window: compute each group only for the steps a Lava run of ``steps`` steps
+            records of it (``t < steps − latency``, the steps
+            :func:`~lrfdyn.sim.report.first_mismatches` compares); later steps are 0. A
+            group deep in the pipeline then costs T steps, not ``steps``.
 
     Returns:
         Boolean spikes of every recorded group, shape (B, steps, group_size), by name; the
@@ -134,7 +144,8 @@ def run_reference(
     x = check_samples(net, x)
     if batch_size is not None and len(x) > batch_size:
         parts = [run_reference(net, x[i:i + batch_size], steps, inputs=inputs, record=record,
-                               device=device) for i in range(0, len(x), batch_size)]
+                               device=device, lava_window=lava_window)
+                 for i in range(0, len(x), batch_size)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     steps = net.input.timesteps if steps is None else steps
     device = torch.device(device)
@@ -151,13 +162,25 @@ def run_reference(
     reach: dict[str, int] = {}
     for s in net.synapses:
         reach[s.src] = max(reach.get(s.src, 0), s.lag + int(s.recurrent))
-    state = {g: fixed.LifState(torch.zeros((batch, grp.size), dtype=torch.int64, device=device),
-                               torch.zeros((batch, grp.size), dtype=torch.int64, device=device))
+    # LIF groups with shift decays run TorchLif (int32 where their input bound allows).
+    kernels = {g: fixed.TorchLif.build(grp.params, grp.spiking,
+                                       sum(layer.reach for layer in incoming[g]), device)
+               for g, grp in net.groups.items()
+               if not grp.graded and not (inputs and g in inputs)}
+    state = {g: fixed.LifState(*(torch.zeros((batch, grp.size), device=device,
+                                             dtype=kernels[g].dtype if kernels.get(g)
+                                             else torch.int64)
+                                 for _ in range(2)))
              for g, grp in net.groups.items() if not grp.graded}
     out = {g: np.zeros((batch, steps, net.groups[g].size),
                        bool if net.groups[g].spiking else np.int64) for g in keep}
     history: dict[str, list[torch.Tensor]] = {g: [] for g in net.groups}
     zeros_in = torch.zeros((batch, net.input.size), dtype=torch.int64, device=device)
+    # A source read by nobody any more sends zeros: consumers' windows end earlier.
+    until = {g: steps - grp.latency if lava_window else steps for g, grp in net.groups.items()}
+    silent = {g: torch.zeros((batch, grp.size), dtype=torch.bool if grp.spiking and not
+                             grp.graded else torch.int64, device=device)
+              for g, grp in net.groups.items() if until[g] < steps}
     ones = torch.ones((batch, 1), dtype=torch.int64, device=device)
 
     def sent(src: str, when: int, t: int, now: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -179,22 +202,31 @@ def run_reference(
     for t in range(steps):
         now: dict[str, torch.Tensor] = {}
         for g, grp in net.groups.items():
+            if t >= until[g]:
+                now[g] = silent[g]
+                continue
             if inputs and g in inputs:
                 visible = {src: sent(src, t, t, now) for src in (net.input.name, BIAS_SOURCE, *now)}
                 a_in = torch.as_tensor(
                     inputs[g]({k: v.cpu().numpy() for k, v in visible.items() if v is not None}),
                     dtype=torch.int64, device=device)
             else:
-                a_in = torch.zeros((batch, grp.size), dtype=torch.int64, device=device)
+                a_in = None
                 for layer in incoming[g]:
                     s = layer.spec
                     lagged = sent(s.src, t - s.lag - int(s.recurrent), t, now)
-                    if lagged is not None and bool(lagged.any()):
-                        a_in = a_in + layer(lagged)
+                    if lagged is not None and (lagged is ones or bool(lagged.any())):
+                        a_in = layer(lagged) if a_in is None else a_in + layer(lagged)
+                if a_in is None:
+                    a_in = torch.zeros((batch, grp.size), dtype=torch.int64, device=device)
             if grp.graded:
                 exp = grp.params.exp if isinstance(grp.params, RelayParams) else 0
                 value = a_in >> exp if exp else a_in
                 now[g] = value
+            elif kernels.get(g) is not None:
+                st = state[g]
+                s_out, st.u, st.v = kernels[g](st.u, st.v, a_in.to(kernels[g].dtype))
+                now[g] = s_out if grp.spiking else st.v
             else:
                 s_out, state[g] = fixed.lif_step(state[g], a_in, grp.params, grp.spiking)
                 now[g] = s_out if grp.spiking else state[g].v

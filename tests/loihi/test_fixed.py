@@ -683,3 +683,43 @@ def test_lif_params_reject_out_of_range(kwargs):
 def test_lif_params_accept_range_limits():
     fixed.LifParams(du=4095, dv=4095, vth=131071, bias_mant=np.array([-4096, 4095]), bias_exp=7)
     fixed.LifParams(du=0, dv=0, vth=0, bias_mant=0, bias_exp=0)
+
+
+@pytest.mark.parametrize("du,dv,spiking", [(4095, 2048, True), (4095, 0, True), (3071, 3072, True),
+                                           (2047, 2048, False), (4095, 2047, True)])
+def test_torch_lif_equals_lif_step(du: int, dv: int, spiking: bool) -> None:
+    """The reference's int32 kernel is bit-identical to lif_step wherever it is built,
+    including wrapped currents and saturated voltages; where it cannot be exact it is
+    not built at all."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(du + dv)
+    size, steps = 257, 40
+    # Past 2^17 the current wraps; past 2^24 the kernel works in int64.
+    a_max = (1 << 25) + 5 if dv == 0 else (1 << 17) + 3
+    p = fixed.LifParams(du=du, dv=dv, vth=int(rng.integers(1, 1 << 16)),
+                        bias_mant=rng.integers(-4096, 4096, size), bias_exp=3)
+    kernel = fixed.TorchLif.build(p, spiking, float(a_max), "cpu")
+    if dv == 2047:  # 4096 − 2047 is no power of two: only lif_step is exact
+        assert kernel is None
+        return
+    assert kernel is not None and kernel.wraps
+    assert kernel.dtype == (torch.int64 if a_max >= 1 << 24 else torch.int32)
+    a_in = torch.as_tensor(rng.integers(-a_max, a_max + 1, (steps, 3, size)))
+    a_in[::7] = a_max  # drive u to the wrap and v to the clip
+    a_in[3::7] = -a_max
+    ref = fixed.LifState(torch.zeros((3, size), dtype=torch.int64),
+                         torch.zeros((3, size), dtype=torch.int64))
+    u = v = torch.zeros((3, size), dtype=kernel.dtype)
+    for t in range(steps):
+        s_ref, ref = fixed.lif_step(ref, a_in[t], p, spiking)
+        s, u, v = kernel(u, v, a_in[t].to(kernel.dtype))
+        assert torch.equal(s, s_ref) and torch.equal(u.long(), ref.u) and torch.equal(v.long(), ref.v), t
+
+
+def test_torch_lif_drops_wrap_and_clip_only_when_unreachable() -> None:
+    torch = pytest.importorskip("torch")
+    p = fixed.LifParams(du=4095, dv=2048, vth=100)
+    assert not fixed.TorchLif.build(p, True, float((1 << 16) - 1), "cpu").wraps
+    assert fixed.TorchLif.build(p, True, float(1 << 17), "cpu").wraps  # −2^23 wraps to +2^23
+    assert fixed.TorchLif.build(p, True, float(1 << 24) - 1, "cpu").dtype == torch.int32
+    assert fixed.TorchLif.build(p, True, float(1 << 24), "cpu").dtype == torch.int64

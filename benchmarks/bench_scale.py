@@ -261,7 +261,7 @@ def child_mnist_ref(ckpt: str) -> dict:
     t = measure_interleaved({"new": run_new, "old": run_old}, repeats=3, warmup=0)
     t_in = new.input.timesteps
     pred_new = readout(res["new"][new.output], t_in)
-    pred_old = base_ref.readout(res["old"][old.output], t_in)
+    pred_old = readout(res["old"][old.output], t_in)
     float_pred = run_float(graph, images).sum(axis=1).argmax(axis=1)
     n = len(x)
     per = {k: {**v, "median": v["median"] / n, "min": v["min"] / n, "max": v["max"] / n,

@@ -121,7 +121,9 @@ def wrap_signed(x, bits: int = UV_BITS):
     +2^23 becomes −2^23; DESIGN.md's "clamps" is corrected here.
     """
     half = 1 << (bits - 1)
-    return (_int64(x) + half) % (2 * half) - half
+    if not (_is_torch(x) and x.dtype == torch.int32):  # int32: the caller bounded |x| < 2^30
+        x = _int64(x)
+    return (x + half) % (2 * half) - half
 
 
 def shift(x, exp: int):

@@ -40,7 +40,7 @@ Time: group g's step t runs at Lava step ``t + latency(g)``. A synapse carries
 its source ``lag`` logical steps late: 0 on a feed-forward edge, the NIR Delay
 in steps behind one, and 1 on a group's edge into itself (the previous step's
 spikes, as snnTorch's RLeaky). Its Lava delay makes up the rest
-(:func:`assign_latencies`, :func:`_realize_delays`).
+(:func:`assign_latencies`, :func:`realize_delays`).
 
 Biases travel as synapses, not as the LIF's ``bias_mant``. A Loihi bias acts
 from the first step, while the input reaches a group only after its latency,
@@ -613,7 +613,7 @@ def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None 
         plans = _with_shifters(w)
         groups, synapses = _Quantizer(w, plans).run()
     assign_latencies(w, groups, synapses)
-    _realize_delays(groups, synapses)
+    realize_delays(groups, synapses)
     meta = dict(w.metadata)
     substituted = [p.name for p in plans if p.dynamics is not None and p.dynamics.reset != "zero"]
     if substituted:
@@ -1005,7 +1005,7 @@ def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> 
     ``t + latency(g)``, with latency one more than its slowest forward source. A synapse
     whose target must see its source ``lag`` steps late (a NIR Delay, or the previous
     step's spikes on a recurrent edge) gets ``latency(dst) − latency(src) − 1 + lag``.
-    Delays that Lava cannot hold as they are are given a form by :func:`_realize_delays`.
+    Delays that Lava cannot hold as they are are given a form by :func:`realize_delays`.
     """
     latency = {w.input.name: 0, BIAS_SOURCE: 0}
     by_dst: dict[str, list[Any]] = {}
@@ -1025,7 +1025,7 @@ def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> 
                 s.__post_init__()
 
 
-def _realize_delays(groups: dict[str, NeuronGroup], synapses: list[SynapseSpec]) -> None:
+def realize_delays(groups: dict[str, NeuronGroup], synapses: list[SynapseSpec]) -> None:
     """Give every delay a Lava form: Lava's ``Conv`` has no delay, and no synapse more
     than 63 steps.
 

@@ -156,8 +156,14 @@ def run_reference(
     batch = x.shape[0]
     xt = torch.as_tensor(x, dtype=torch.int64, device=device)
     bound = _payload_bounds(net)
-    incoming = {g: [SynapseLayer(s, bound.get(s.src, 1.0), device) for s in net.incoming(g)
-                    if s.port == "a_in"] for g in net.groups}
+    incoming: dict[str, list[SynapseLayer]] = {}
+    for g, grp in net.groups.items():  # sources first: a relay's bound tightens its readers'
+        incoming[g] = [SynapseLayer(s, bound.get(s.src, 1.0), device) for s in net.incoming(g)
+                       if s.port == "a_in"]
+        if grp.graded and not (inputs and g in inputs):
+            exp = grp.params.exp if isinstance(grp.params, RelayParams) else 0
+            reach = sum(layer.reach for layer in incoming[g])
+            bound[g] = min(bound[g], reach / 2.0 ** exp + 1.0)
     # How far back each source is read: the current step only, unless a lag says otherwise.
     reach: dict[str, int] = {}
     for s in net.synapses:
@@ -240,7 +246,8 @@ def run_reference(
 
 
 def _payload_bounds(net: LoweredNetwork) -> dict[str, float]:
-    """Largest magnitude each source can send: 1 for spikes, the 24-bit range for graded."""
+    """Largest magnitude each source can send: 1 for spikes, the 24-bit range for graded
+    (which :func:`run_reference` tightens to what a relay's inputs can sum to)."""
     bounds = {net.input.name: float(max(net.input.levels, 1)),
               **{b: 1.0 for b in net.bias_sources}}
     for g, grp in net.groups.items():

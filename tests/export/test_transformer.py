@@ -101,6 +101,7 @@ def test_full_block_is_spike_exact_on_lava(lrf_dyn_run) -> None:
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.slow  # the whole dendritic network on Lava: ~4 min on 2 cores
 def test_dendritic_mode_cli_kv_and_gate(lrf_dyn_run, tmp_path, capsys) -> None:
     """token=kv, gate=q through `simulate --mode dendritic`: streams bit-exact on Lava."""
     import json

@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.lrfdyn-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all test-peers bench clean
+.PHONY: install demo test test-all test-peers bench clean mutation
 
 install: $(STAMP)
 
@@ -31,11 +31,12 @@ test: install
 test-all: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The peers' own NIR exporters (snnTorch, Norse) against lrfdyn on Lava. Optional: without
-# them `make test` skips tests/peers with the reason.
+# The peers' own NIR exporters (snnTorch, Norse, SpikingJelly, Sinabs, Rockpool) against
+# lrfdyn on Lava. Optional: without them `make test` skips tests/peers with the reason.
 PEERS_STAMP := $(VENV)/.lrfdyn-peers-installed
 $(PEERS_STAMP): $(STAMP) requirements/peers.txt
 	$(PIP) install -q --no-deps -r requirements/peers.txt
+	$(PY) -c "import snntorch, norse.torch, spikingjelly.activation_based.nir_exchange, sinabs, rockpool.nn.modules.torch.nir"
 	touch $(PEERS_STAMP)
 
 test-peers: $(PEERS_STAMP)
@@ -43,6 +44,18 @@ test-peers: $(PEERS_STAMP)
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# Mutation testing (outside CI): cosmic-ray's mutants of the core modules, each against a
+# targeted test selection, in a private copy of the tree; time-boxed, sampled per module.
+# Results: runs/mutation/summary.md (and .json, one cosmic-ray .sqlite per module).
+MUTATION_STAMP := $(VENV)/.lrfdyn-mutation-installed
+MUTATION_ARGS ?= --minutes 45 --per-module 40
+$(MUTATION_STAMP): $(STAMP)
+	$(PIP) install -q cosmic-ray==8.7.0
+	touch $(MUTATION_STAMP)
+
+mutation: $(MUTATION_STAMP)
+	nice -n 15 $(PY) tests/mutation_run.py $(MUTATION_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

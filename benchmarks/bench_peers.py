@@ -8,8 +8,10 @@ same spikes; the forward runs with autograd on, as in training. Baseline: lrfdyn
 
 Peers are installed only for the benchmark, from ``requirements-peers.txt`` with
 ``--no-deps`` (``ensure_peers``), and only if that leaves torch and numpy untouched.
-Norse is not installed: one peer is enough for the comparison, and norse 1.1.0's
-compatibility with the venv's torch 2.14 was not checked.
+Norse runs too where it is installed (``make test-peers`` installs it; norse 1.1.0
+runs with the venv's torch 2.14, checked by tests/peers): ``LIFBoxCell`` with
+τ⁻¹ = 500 /s at Norse's dt = 1 ms is ``v ← v/2 + x/2`` with reset to 0, so it takes the
+lrfdyn weights unhalved.
 """
 
 from __future__ import annotations
@@ -88,6 +90,39 @@ def _snntorch_mlp(lrf_model: torch.nn.Module):
     return Net()
 
 
+def _norse_mlp(lrf_model: torch.nn.Module):
+    import norse.torch as nt
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            lins = [m for m in lrf_model.layers if isinstance(m, nn.Linear)]
+            self.fcs = nn.ModuleList()
+            for lin in lins:
+                fc = nn.Linear(lin.in_features, lin.out_features)
+                with torch.no_grad():
+                    fc.weight.copy_(lin.weight)
+                    fc.bias.copy_(lin.bias)
+                self.fcs.append(fc)
+            p = nt.LIFBoxParameters(tau_mem_inv=torch.tensor(500.0), v_th=torch.tensor(1.0))
+            self.lifs = nn.ModuleList(nt.LIFBoxCell(p) for _ in lins)
+            self.steps = lrf_model.cfg.timesteps
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x0 = images.flatten(1)
+            states = [None] * len(self.lifs)
+            out = []
+            for _ in range(self.steps):
+                x = x0
+                for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
+                    x, states[i] = lif(fc(x), states[i])
+                out.append(x)
+            return torch.stack(out)
+
+    return Net()
+
+
 def run(quick: bool = False) -> tuple[list[Row], dict]:
     set_threads()
     status = ensure_peers()
@@ -117,10 +152,29 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
             ratio=t["peer"]["median"] / t["ours"]["median"], ratio_label="snnTorch / lrfdyn",
             target="informational",
             extra={"spike_agreement": agree}))
-    rows.append(Row(group="peers", name="Norse spiking MLP forward", value=None, unit="s",
-                    target="optional peer", met=None,
-                    reason="skipped: not attempted (one peer suffices for #8; norse 1.1.0's "
-                           "compatibility with torch 2.14 was not checked)"))
+    try:
+        import norse.torch  # noqa: F401
+
+        status["norse"] = f"ok {metadata.version('norse')}"
+    except Exception as exc:  # noqa: BLE001
+        status["norse"] = f"not installed ({type(exc).__name__}; make test-peers installs it)"
+    if not status["norse"].startswith("ok"):
+        rows.append(Row(group="peers", name="Norse spiking MLP forward", value=None, unit="s",
+                        target="optional peer", met=None, reason=f"skipped: {status['norse']}"))
+    else:
+        peer = _norse_mlp(ours)
+        with torch.no_grad():
+            a, _ = ours(images)
+            b = peer(images)
+        agree = float((a == b).float().mean())
+        t = measure_interleaved({"ours": lambda: ours(images)[0].sum(),
+                                 "peer": lambda: peer(images).sum()}, repeats=7)
+        rows.append(Row(
+            group="peers", name=f"Norse {status['norse'][3:]} MLP 64-128-128-10, T=8, "
+            f"batch {BATCH}, forward (autograd on)", value=t["peer"], unit="s",
+            baseline_name="lrfdyn SpikingMLP forward", baseline=t["ours"],
+            ratio=t["peer"]["median"] / t["ours"]["median"], ratio_label="Norse / lrfdyn",
+            target="informational", extra={"spike_agreement": agree}))
     return rows, {"peers": status}
 
 

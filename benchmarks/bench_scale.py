@@ -57,6 +57,7 @@ FIRST_LOWERING_4_384 = "did not finish in 17.8 GB"
 TRAIN_EPOCHS = 1
 REF_SAMPLES = 24
 LAVA_SAMPLES = 4  # the first compiles; 3 timed samples each
+LAVA_COPIES = 4  # samples side by side per network (simulate --copies), 4 blocks
 IMAGENET_REF_SAMPLES = 2
 CIFAR_CHECK_SAMPLES = 2
 
@@ -280,7 +281,7 @@ def child_mnist_ref(ckpt: str) -> dict:
     }
 
 
-def child_mnist_lava(ckpt: str, shared: str) -> dict:
+def child_mnist_lava(ckpt: str, shared: str, copies: str = "1") -> dict:
     import numpy as np
 
     from lrfdyn.loihi.lower import lower
@@ -289,9 +290,10 @@ def child_mnist_lava(ckpt: str, shared: str) -> dict:
 
     graph = checkpoint_to_nir(ckpt)
     net = lower(graph, shared=shared == "1")
-    images, labels = _mnist_samples(graph, LAVA_SAMPLES)
+    k = int(copies)  # k copies side by side: the first block of k compiles, the rest timed
+    images, labels = _mnist_samples(graph, LAVA_SAMPLES * k)
     t0 = time.perf_counter()
-    rep = simulate(net, images.reshape(len(images), -1).astype(np.int64), labels)
+    rep = simulate(net, images.reshape(len(images), -1).astype(np.int64), labels, copies=k)
     return {"wall_s": time.perf_counter() - t0, "mismatches": int(rep.mismatches),
             "timings": rep.timings, "lava_accuracy": rep.lava_accuracy,
             "reference_accuracy": rep.reference_accuracy,
@@ -477,7 +479,9 @@ def _imagenet_rows(ckpt: str, nir_path: str) -> list[Row]:
 
 
 def _mnist_rows(tmp: str) -> tuple[list[Row], dict]:
-    tr = _child("train", [str(Path(tmp) / "mnist5k")], timeout=400)
+    given = os.environ.get("LRFDYN_BENCH_MNIST_CHECKPOINT")  # reuse a trained model
+    tr = ({"checkpoint": given, "float_accuracy": None, "seconds": None} if given
+          else _child("train", [str(Path(tmp) / "mnist5k")], timeout=400))
     ckpt = tr["checkpoint"]
     r = _child("mnist_ref", [ckpt], timeout=400)
     new, old = r["per_sample"]["new"], r["per_sample"]["old"]
@@ -508,12 +512,12 @@ def _mnist_rows(tmp: str) -> tuple[list[Row], dict]:
                    r["silent_groups_new"], "firing_rates_new": r["firing_rates_new"]}),
     ]
     lava = {}
-    for shared in (False, True):
+    for key, args in (("first", ["0"]), ("new", ["1"]), ("copies", ["1", str(LAVA_COPIES)])):
         try:
-            lava[shared] = _child("mnist_lava", [ckpt, "1" if shared else "0"], timeout=300)
+            lava[key] = _child("mnist_lava", [ckpt, *args], timeout=600)
         except Exception as exc:  # noqa: BLE001  (report and go on)
-            lava[shared] = {"error": f"{type(exc).__name__}: {exc}"}
-    ln, lo = lava[True], lava[False]
+            lava[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    ln, lo, lc = lava["new"], lava["first"], lava["copies"]
     if "error" in ln or "error" in lo:
         rows.append(Row(group="scale", name=f"Lava samples/s, {what}", value=None,
                         unit="samples/s", met=False,
@@ -538,6 +542,21 @@ def _mnist_rows(tmp: str) -> tuple[list[Row], dict]:
             target="new ≥ first, 0 mismatches for both", met=ok_speed and ok_exact,
             reason="; ".join(why),
             extra={"new": ln, "first": lo}))
+    if "error" in lc or "error" in lo:
+        rows.append(Row(group="scale", name=f"Lava samples/s with copies, {what}", value=None,
+                        unit="samples/s", met=False,
+                        reason="; ".join(v["error"] for v in (lc, lo) if "error" in v)))
+    else:
+        vc, vo = lc["timings"]["samples_per_s"], lo["timings"]["samples_per_s"]
+        ok = vc >= vo and lc["mismatches"] == 0
+        rows.append(Row(
+            group="scale", name=f"Lava CPU fixed_pt samples/s, {LAVA_COPIES} copies per network "
+            f"({lc['samples']} samples, the first block compiles), {what}", value=_one(vc),
+            unit="samples/s", baseline_name="first lowering, one sample per run (same run)",
+            baseline=_one(vo), ratio=vc / vo if vo else None, ratio_label="copies / first",
+            target="≥ first lowering, 0 mismatches", met=ok,
+            reason="" if ok else f"copies {vc:.3g} vs first {vo:.3g} samples/s, "
+            f"{lc['mismatches']} mismatches", extra={"copies": lc}))
     return rows, {"mnist_train": tr}
 
 

@@ -27,6 +27,7 @@ GROUPS = {
     "memory": "bench_memory",
     "peers": "bench_peers",
     "scale": "bench_scale",
+    "throughput": "bench_throughput",
 }
 
 

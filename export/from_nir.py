@@ -11,12 +11,15 @@ and spikes on ``v >= v_threshold`` like the training model.
 
 from __future__ import annotations
 
+import re
+
 import nir
 import nirtorch
 import numpy as np
 import torch
 from torch import nn
 
+from lrfdyn.errors import ValidationError
 from lrfdyn.train.surrogate import spike_fn
 
 
@@ -96,13 +99,71 @@ def conv2d(node: nir.Conv2d) -> nn.Conv2d:
     return m
 
 
+def _safe(name: str, i: int) -> str:
+    """An identifier torch.fx can write into Python source as is: ``n<i>_<letters>``."""
+    return f"n{i}_{_UNSAFE.sub('_', name)[:32]}"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def safe_names(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, dict[str, str]]:
+    """``graph`` with every node renamed to a safe identifier, and the map new -> original.
+
+    torch.fx writes module names into the Python source it generates and compiles, and
+    nirtorch 2.6 passes NIR node names through nearly unescaped (``getattr(self, "<name>")``):
+    a crafted name in a NIR file would be code, a newline or backslash a SyntaxError. So
+    no name from a file reaches fx: nodes become ``n<i>_<ascii letters of the name>``
+    (subgraphs too), Input/Output ports are rebuilt with nir's own port names, and the
+    originals are kept for messages.
+    """
+    originals: dict[str, str] = {}
+    return _renamed(graph, originals, ""), originals
+
+
+def _renamed(graph: nir.NIRGraph, originals: dict[str, str], prefix: str) -> nir.NIRGraph:
+    mapping: dict[str, str] = {}
+    nodes: dict[str, nir.NIRNode] = {}
+    for i, (name, node) in enumerate(graph.nodes.items()):
+        new = _safe(str(name), len(originals))
+        originals[new] = prefix + str(name)
+        mapping[name] = new
+        if isinstance(node, nir.NIRGraph):
+            node = _renamed(node, originals, f"{prefix}{name}.")
+        elif isinstance(node, nir.Input):
+            node = nir.Input(input_type={"input": np.asarray(
+                next(iter(node.input_type.values())))})
+        elif isinstance(node, nir.Output):
+            node = nir.Output(output_type={"output": np.asarray(
+                next(iter(node.output_type.values())))})
+        nodes[new] = node
+
+    def end(e: str) -> str:
+        if e in mapping:
+            return mapping[e]
+        head, _, tail = str(e).partition(".")
+        sub = graph.nodes.get(head)
+        if tail and isinstance(sub, nir.NIRGraph):  # "subgraph.port"
+            inner = nodes[mapping[head]]
+            inner_map = dict(zip(sub.nodes, inner.nodes))
+            if tail in inner_map:
+                return f"{mapping[head]}.{inner_map[tail]}"
+        raise ValidationError(f"edge end {e!r} names no node of the graph")
+
+    edges = [(end(a), end(b)) for a, b in graph.edges]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=dict(graph.metadata),
+                        type_check=False)
+
+
 def nir_to_module(graph: nir.NIRGraph) -> nn.Module:
     """nirtorch GraphModule of ``graph``; call it once per time step with its state.
 
     Start every sequence with :func:`fresh_state`, never ``None``: nirtorch 2.6 uses
     one dict literal as the default state and mutates it, so ``None`` would carry
-    the previous sequence's membrane potentials into the next one.
+    the previous sequence's membrane potentials into the next one. The module's
+    children carry safe names (:func:`safe_names`), not the file's.
     """
+    graph, _ = safe_names(graph)
     dt = float(graph.metadata.get("dt", 1.0))
     node_map = {
         nir.LIF: lambda node: EulerLIF(node, dt),

@@ -198,10 +198,13 @@ def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> Abst
         bias_mant=np.broadcast_to(g.params.bias_mant, (g.size,)).astype(np.int32),
         bias_exp=np.broadcast_to(g.params.bias_exp, (g.size,)).astype(np.int32),
     )
-    if g.reset == "zero" and g.spiking:
+    # Float groups that fire at v >= vth, send spike counts or hold per-neuron parameters
+    # (lrfdyn.loihi.float_lower.FloatParams.nir_kwargs) need NirLIF too.
+    extra = getattr(g.params, "nir_kwargs", None) or {}
+    if g.reset == "zero" and g.spiking and not extra:
         return LIF(**common)
     record = "" if g.spiking else str(folder / f"{name}.v")
-    return NirLIF(reset=g.reset, record=record, steps=steps, **common)
+    return NirLIF(reset=g.reset, record=record, steps=steps, **common, **extra)
 
 
 def _input_port(proc: AbstractProcess, port: str):

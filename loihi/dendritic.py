@@ -372,15 +372,19 @@ def _bias_layer(bias: np.ndarray) -> StreamLayer | None:
                        clipped=q.clipped)
 
 
-def source_data(block: DendriticBlock, u: np.ndarray) -> dict[str, np.ndarray]:
+def source_data(block: DendriticBlock, u: np.ndarray,
+                period: int | None = None) -> dict[str, np.ndarray]:
     """What each source sends, for token streams ``u (S, N, d)`` (0/1).
 
     Returns ``name -> (S, L, size)`` int64: row ``g`` of stream s is sent at its
     step g + 1. Tokens, masks and the bias are sent one step before the process that
-    needs them computes with them.
+    needs them computes with them. ``period`` (≥ the stream length) pads each stream
+    with silent steps, as in the one dendritic network.
     """
     s, n, d = u.shape
-    steps = block.stream_steps
+    steps = block.stream_steps if period is None else period
+    if steps < block.stream_steps:
+        raise ValueError(f"period {steps} is shorter than the stream ({block.stream_steps})")
     tokens = np.zeros((s, steps, d), np.int64)
     lead = block.offsets[TOKENS] - 1
     tokens[:, lead:lead + n] = u

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import nir
 import numpy as np
+import scipy.sparse as sp
 
 from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
@@ -39,11 +40,26 @@ GRADED_BITS = 24
 class FloatParams:
     """Lava float LIF parameters; field names match :class:`~lrfdyn.loihi.fixed.LifParams`."""
 
-    du: float
-    dv: float
-    vth: float
+    du: float | np.ndarray
+    dv: float | np.ndarray
+    vth: float | np.ndarray
     bias_mant: float = 0.0
     bias_exp: int = 0
+    #: Fires at v >= vth; sends ⌊v/vth⌋ spikes as one payload (Sinabs' MultiSpike).
+    ge: bool = False
+    multi: bool = False
+
+    @property
+    def per_neuron(self) -> bool:
+        return any(np.ndim(v) > 0 for v in (self.du, self.dv, self.vth))
+
+    @property
+    def nir_kwargs(self) -> dict:
+        """What :class:`~lrfdyn.loihi.processes.nir_neuron.NirLIF` needs beyond a stock LIF
+        (empty where Lava's stock LIF runs the group exactly)."""
+        if not (self.ge or self.multi or self.per_neuron):
+            return {}
+        return {"ge": self.ge, "multi": self.multi}
 
 
 @dataclass(eq=False)
@@ -64,16 +80,20 @@ def lower_float(graph: nir.NIRGraph, conv: Convention = NIR, *,
     w = wire(graph, conv, timesteps=timesteps, levels=1, shared=False)
     groups: dict[str, NeuronGroup] = {}
     synapses: list[SynapseSpec] = []
+    # Sources whose payload is a value, not a spike: the input, and spike counts.
+    graded = {w.input.name} | {p.name for p in w.groups if p.dynamics.multi_spike}
     for plan in w.groups:
         dyn, e = plan.dynamics, plan.inputs
         for tap, m in e.terms:
-            weights = (dyn.gain * m.matrix()).tocsr()
+            # A per-neuron gain scales each target's row.
+            weights = (sp.diags(dyn.gain) @ m.matrix() if np.ndim(dyn.gain)
+                       else dyn.gain * m.matrix()).tocsr()
             synapses.append(FloatSynapse(
                 name=synapse_name(tap, plan.name), src=tap.source, dst=plan.name,
                 weights=weights if weights.nnz < SPARSE_BELOW * math.prod(weights.shape)
                 else weights.toarray(),
                 weight_exp=0, lag=tap.lag,
-                num_message_bits=GRADED_BITS if tap.source == w.input.name else 0,
+                num_message_bits=GRADED_BITS if tap.source in graded else 0,
             ))
         bias = e.bias * dyn.gain + np.broadcast_to(dyn.bias, e.bias.shape)
         if np.any(bias != 0):
@@ -83,7 +103,8 @@ def lower_float(graph: nir.NIRGraph, conv: Convention = NIR, *,
             name=plan.name, size=e.bias.size, shape=e.shape, reset=dyn.reset,
             spiking=dyn.spiking,
             params=FloatParams(du=dyn.du, dv=dyn.dv,
-                               vth=math.inf if dyn.v_th is None else dyn.v_th),
+                               vth=math.inf if dyn.v_th is None else dyn.v_th,
+                               ge=dyn.spike_ge, multi=dyn.multi_spike),
         )
     assign_latencies(w, groups, synapses)
     return LoweredNetwork(input=w.input, groups=groups, synapses=synapses, output=w.output,

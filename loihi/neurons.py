@@ -32,6 +32,7 @@ chosen explicitly (``--convention``), never guessed:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ import numpy as np
 from lrfdyn.errors import UnsupportedNodeError, ValidationError
 from lrfdyn.registry import registrar
 
-RESETS = ("zero", "subtract_next")
+RESETS = ("zero", "subtract_next", "subtract")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,17 @@ class Convention:
         tau_per_dt: τ in the graph is τ_true·dt (Norse writes dt/τ⁻¹), so divide by dt.
         cuba_unscaled: CubaLIF input adds to i unscaled (w_in and dt/τ_syn unused).
         if_ignores_dt: IF integrates r·x per step, not dt·r·x.
+        exp_decay: exact exponential decay ``v ← e^{−dt/τ}·v + r·x`` (Sinabs, Rockpool),
+            not Euler.
+        spike_ge: a neuron spikes at ``v ≥ v_th`` (SpikingJelly, Sinabs), not ``v > v_th``.
+        multi_spike: ``⌊v/v_th⌋`` spikes per step, each subtracting v_th (Sinabs'
+            MultiSpike); float only.
+        per_neuron: parameters may differ per neuron (float lowering and simulation);
+            the integer lowering keeps one value per node.
+        ignore_r: r is no gain (Rockpool writes τ·e^{−dt/τ}/dt into it); the input adds
+            with weight 1.
+        syn_decays_input: a CubaLIF's input decays with i in the step it arrives,
+            ``i ← e^{−dt/τ_syn}·(i + x)`` (Rockpool's LIFTorch).
     """
 
     name: str
@@ -64,6 +76,12 @@ class Convention:
     tau_per_dt: bool = False
     cuba_unscaled: bool = False
     if_ignores_dt: bool = False
+    exp_decay: bool = False
+    spike_ge: bool = False
+    multi_spike: bool = False
+    per_neuron: bool = False
+    ignore_r: bool = False
+    syn_decays_input: bool = False
 
     def __post_init__(self) -> None:
         if self.reset not in RESETS:
@@ -77,6 +95,18 @@ CONVENTIONS = {c.name: c for c in (
     Convention("nir", dt=1e-3),
     Convention("snntorch", dt=1e-4, reset="subtract_next"),
     Convention("norse", dt=1e-3, tau_per_dt=True, cuba_unscaled=True, if_ignores_dt=True),
+    # SpikingJelly 2.0 export_to_nir: tau·dt with dt = 1e-4, r = 1/dt for IF; Euler is its
+    # own update v += (x − v)/τ; it fires at v ≥ v_th and resets to v_reset (0).
+    Convention("spikingjelly", dt=1e-4, spike_ge=True),
+    # Sinabs 3.1 to_nir: τ in steps (dt = 1), v ← e^{−1/τ}·v + x (norm_input=False, as its
+    # from_nir reads it), IAF v += x, MultiSpike ⌊v/θ⌋ and MembraneSubtract.
+    Convention("sinabs", dt=1.0, reset="subtract", exp_decay=True, if_ignores_dt=True,
+               spike_ge=True, multi_spike=True),
+    # Rockpool 3.1 to_nir (LIFTorch -> CubaLIF): i ← β·(i + x), v ← α·v + i + bias with
+    # α, β = e^{−dt/τ}; ⌊v/θ⌋ spikes at v ≥ θ, each subtracting θ. dt is not written (its
+    # default is 1 ms); lrfdyn recovers it from r = τ_mem·e^{−dt/τ_mem}/dt.
+    Convention("rockpool", dt=1e-3, reset="subtract", exp_decay=True, spike_ge=True,
+               multi_spike=True, ignore_r=True, syn_decays_input=True),
 )}
 NIR = CONVENTIONS["nir"]
 
@@ -94,18 +124,22 @@ def convention(name: str) -> Convention:
 class Dynamics:
     """One neuron node as the discrete CUBA neuron of the module docstring."""
 
-    gain: float
-    dv: float
-    v_th: float | None
+    # Each is one value, or one per neuron (an array) under a per-neuron convention.
+    gain: float | np.ndarray
+    dv: float | np.ndarray
+    v_th: float | np.ndarray | None
     bias: np.ndarray = field(default_factory=lambda: np.zeros(1))
-    du: float = 1.0
+    du: float | np.ndarray = 1.0
     reset: str = "zero"
     memoryless: bool = False
-    tau_steps: float = 0.0
+    tau_steps: float | np.ndarray = 0.0
+    spike_ge: bool = False
+    multi_spike: bool = False
 
     def __post_init__(self) -> None:
         for name in ("du", "dv"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            d = np.asarray(getattr(self, name))
+            if not np.all((d >= 0.0) & (d <= 1.0)):
                 raise ValidationError(f"decay {name}={getattr(self, name)} is outside 0..1")
         if self.reset not in RESETS:
             raise ValidationError(f"reset {self.reset!r} is not one of {RESETS}")
@@ -113,6 +147,12 @@ class Dynamics:
     @property
     def spiking(self) -> bool:
         return self.v_th is not None
+
+    @property
+    def per_neuron(self) -> bool:
+        """Some parameter differs between neurons (float lowering only)."""
+        return any(np.ndim(v) > 0 for v in (self.gain, self.dv, self.du, self.v_th)
+                   if v is not None)
 
 
 NeuronLowering = Callable[[Any, float, str, Convention], Dynamics]
@@ -131,19 +171,41 @@ def uniform(name: str, field_name: str, values: Any) -> float:
     return float(arr[0])
 
 
+def param(name: str, field_name: str, values: Any, conv: Convention) -> float | np.ndarray:
+    """One value where all neurons share it (as :func:`uniform`), else, under a per-neuron
+    convention, the flat per-neuron array."""
+    arr = np.asarray(values, np.float64).ravel()
+    if conv.per_neuron and arr.size > 1 and not np.all(arr == arr[0]):
+        return arr
+    return uniform(name, field_name, values)
+
+
+def _r(name: str, node: Any, conv: Convention) -> float | np.ndarray:
+    return 1.0 if conv.ignore_r else param(name, "r", node.r, conv)
+
+
 def _zero_reset(name: str, node: Any) -> None:
     if uniform(name, "v_reset", node.v_reset) != 0.0:
         raise UnsupportedNodeError(f"{name}: v_reset != 0; Loihi's LIF resets the voltage to 0")
 
 
-def _leak(name: str, tau: float, dt: float) -> float:
-    """The Euler leak dt/τ, refused where forward Euler would overshoot."""
-    if tau < dt:
+def _leak(name: str, tau: Any, dt: float, conv: Convention | None = None) -> Any:
+    """The Euler leak dt/τ, refused where forward Euler would overshoot; under an
+    exponential convention the exact ``1 − e^{−dt/τ}``."""
+    if conv is not None and conv.exp_decay:
+        return 1.0 - np.exp(-dt / tau) if np.ndim(tau) else 1.0 - math.exp(-dt / tau)
+    if np.any(np.asarray(tau) < dt):
         raise ValidationError(
-            f"{name}: tau={tau:g} s is shorter than one step dt={dt:g} s; forward Euler is "
+            f"{name}: tau={float(np.min(tau)):g} s is shorter than one step dt={dt:g} s; "
+            "forward Euler is "
             "unstable (wrong --convention or --dt?)"
         )
     return dt / tau
+
+
+def _input_gain(conv: Convention, leak: Any, r: Any) -> Any:
+    """What multiplies the input: dt/τ·r under Euler, r under exponential decay."""
+    return r if conv.exp_decay else leak * r
 
 
 def _v_leak(node: Any, leak: float) -> np.ndarray:
@@ -154,30 +216,32 @@ def _v_leak(node: Any, leak: float) -> np.ndarray:
 @register_neuron(nir.LIF)
 def _lif(node: nir.LIF, dt: float, name: str, conv: Convention) -> Dynamics:
     _zero_reset(name, node)
-    tau = conv.tau(uniform(name, "tau", node.tau), dt)
-    g = _leak(name, tau, dt)
-    return Dynamics(gain=g * uniform(name, "r", node.r), dv=g,
-                    v_th=uniform(name, "v_threshold", node.v_threshold),
-                    bias=_v_leak(node, g), reset=conv.reset, tau_steps=tau / dt)
+    tau = conv.tau(param(name, "tau", node.tau, conv), dt)
+    g = _leak(name, tau, dt, conv)
+    return Dynamics(gain=_input_gain(conv, g, _r(name, node, conv)), dv=g,
+                    v_th=param(name, "v_threshold", node.v_threshold, conv),
+                    bias=_v_leak(node, g), reset=conv.reset, tau_steps=tau / dt,
+                    spike_ge=conv.spike_ge, multi_spike=conv.multi_spike)
 
 
 @register_neuron(nir.LI)
 def _li(node: nir.LI, dt: float, name: str, conv: Convention) -> Dynamics:
-    tau = conv.tau(uniform(name, "tau", node.tau), dt)
-    g = _leak(name, tau, dt)
-    return Dynamics(gain=g * uniform(name, "r", node.r), dv=g, v_th=None,
-                    bias=_v_leak(node, g), tau_steps=tau / dt)
+    tau = conv.tau(param(name, "tau", node.tau, conv), dt)
+    g = _leak(name, tau, dt, conv)
+    return Dynamics(gain=_input_gain(conv, g, _r(name, node, conv)), dv=g,
+                    v_th=None, bias=_v_leak(node, g), tau_steps=tau / dt)
 
 
 def _integrating_gain(node: Any, dt: float, name: str, conv: Convention) -> float:
-    return uniform(name, "r", node.r) * (1.0 if conv.if_ignores_dt else dt)
+    return _r(name, node, conv) * (1.0 if conv.if_ignores_dt else dt)
 
 
 @register_neuron(nir.IF)
 def _if(node: nir.IF, dt: float, name: str, conv: Convention) -> Dynamics:
     _zero_reset(name, node)
     return Dynamics(gain=_integrating_gain(node, dt, name, conv), dv=0.0,
-                    v_th=uniform(name, "v_threshold", node.v_threshold), reset=conv.reset)
+                    v_th=param(name, "v_threshold", node.v_threshold, conv), reset=conv.reset,
+                    spike_ge=conv.spike_ge, multi_spike=conv.multi_spike)
 
 
 @register_neuron(nir.I)
@@ -191,20 +255,26 @@ def _cuba(node: Any, dt: float, name: str, conv: Convention, v_th: float | None)
             f"{name}: v_leak != 0 in a current-based neuron; its leak acts on v, which "
             "lrfdyn can only reach through the synaptic current"
         )
-    tau_syn = conv.tau(uniform(name, "tau_syn", node.tau_syn), dt)
-    tau_mem = conv.tau(uniform(name, "tau_mem", node.tau_mem), dt)
-    g_syn, g_mem = _leak(name, tau_syn, dt), _leak(name, tau_mem, dt)
-    r = uniform(name, "r", node.r)
+    tau_syn = conv.tau(param(name, "tau_syn", node.tau_syn, conv), dt)
+    tau_mem = conv.tau(param(name, "tau_mem", node.tau_mem, conv), dt)
+    g_syn, g_mem = _leak(name, tau_syn, dt, conv), _leak(name, tau_mem, dt, conv)
+    r = _r(name, node, conv)
     # u = g_mem·r·i keeps v's update a plain sum; i's own input gain folds into gain.
-    into_i = 1.0 if conv.cuba_unscaled else g_syn * uniform(name, "w_in", node.w_in)
-    return Dynamics(gain=g_mem * r * into_i, dv=g_mem, du=g_syn, v_th=v_th,
-                    reset=conv.reset if v_th is not None else "zero", tau_steps=tau_mem / dt)
+    if conv.cuba_unscaled:
+        into_i = 1.0
+    elif conv.syn_decays_input:
+        into_i = 1.0 - g_syn
+    else:
+        into_i = _input_gain(conv, g_syn, param(name, "w_in", node.w_in, conv))
+    return Dynamics(gain=_input_gain(conv, g_mem, r) * into_i, dv=g_mem, du=g_syn, v_th=v_th,
+                    reset=conv.reset if v_th is not None else "zero", tau_steps=tau_mem / dt,
+                    spike_ge=conv.spike_ge, multi_spike=conv.multi_spike and v_th is not None)
 
 
 @register_neuron(nir.CubaLIF)
 def _cuba_lif(node: nir.CubaLIF, dt: float, name: str, conv: Convention) -> Dynamics:
     _zero_reset(name, node)
-    return _cuba(node, dt, name, conv, uniform(name, "v_threshold", node.v_threshold))
+    return _cuba(node, dt, name, conv, param(name, "v_threshold", node.v_threshold, conv))
 
 
 @register_neuron(nir.CubaLI)
@@ -215,5 +285,5 @@ def _cuba_li(node: nir.CubaLI, dt: float, name: str, conv: Convention) -> Dynami
 @register_neuron(nir.Threshold)
 def _threshold(node: nir.Threshold, dt: float, name: str, conv: Convention) -> Dynamics:
     """A memoryless ``z = H(x − θ)``: v forgets everything each step (dv = 1)."""
-    return Dynamics(gain=1.0, dv=1.0, v_th=uniform(name, "threshold", node.threshold),
-                    memoryless=True)
+    return Dynamics(gain=1.0, dv=1.0, v_th=param(name, "threshold", node.threshold, conv),
+                    memoryless=True, spike_ge=conv.spike_ge)

@@ -42,6 +42,47 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, ``lrfdyn: error: ...``, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        msg = " ".join(message.split())
+        self.exit(2, f"lrfdyn: error: {msg}; see `{self.prog} --help`\n")
+
+
+def _int_type(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], refused with the range otherwise."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < low or (high is not None and v > high):
+            rng = f"at least {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"{v} must be {rng}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return v
+
+
+_positive_float.__name__ = "number"
+#: Seeds fit numpy's and torch's generators.
+_SEED = _int_type(0, 2**32 - 1)
+
+
 # ---------------------------------------------------------------- train
 
 
@@ -51,13 +92,21 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                                       "imagenet"],
                    help="data set (imagenet: sizing with --epochs 0 only)")
     p.add_argument("--data-dir", help="folder holding the data set's standard files")
-    p.add_argument("--arch", help="architecture (default: mlp)")
-    p.add_argument("--epochs", type=int,
+    p.add_argument("--arch", choices=["mlp", "spikformer"],
+                   help="architecture (default: mlp; spikformer with --attention)")
+    p.add_argument("--attention", choices=["ssa", "lrf_ssa", "lrf_dyn", "statten", "a2os2a"],
+                   help="train a Spikformer with this attention block (implies --arch "
+                        "spikformer; only lrf_dyn exports to NIR today)")
+    p.add_argument("--token", choices=["v", "kv"],
+                   help="LRF-Dyn token input: v (u = V, default) or kv (u = K AND V)")
+    p.add_argument("--gate", choices=["none", "q"],
+                   help="LRF-Dyn output gate: none (default) or q (AND with Q)")
+    p.add_argument("--epochs", type=_int_type(0, 10**6),
                    help="epochs to train; 0 writes an initialized, untrained OUT/checkpoint.pt "
                         "without reading any data (to size a model for Loihi 2 first)")
-    p.add_argument("--qat-epochs", type=int,
+    p.add_argument("--qat-epochs", type=_int_type(0, 10**6),
                    help="how many of the last epochs train through 8-bit fake-quantized weights")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_SEED)
     p.add_argument("--out", help="output folder (checkpoint.pt, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
@@ -68,13 +117,18 @@ def cmd_train(a: argparse.Namespace) -> int:
     from lrfdyn.io import write_json
     from lrfdyn.train.trainer import TrainConfig, train
 
+    from lrfdyn.validate import check_output_dir
+
     cfg_dict: dict[str, Any] = _read_config(a.config) if a.config else {}
     for key in ("data", "data_dir", "arch", "epochs", "qat_epochs", "seed", "out"):
         if getattr(a, key) is not None:
             cfg_dict[key] = getattr(a, key)
+    _attention_flags(a, cfg_dict)
     if a.epochs == 0 and a.qat_epochs is None:
         cfg_dict.pop("qat_epochs", None)  # a config's QAT epochs lie in the epochs not run
     cfg = TrainConfig.from_dict(cfg_dict)
+    check_output_dir(cfg.out, "--out", inputs=[a.config],
+                     files=("checkpoint.pt", "metrics.json", "train_config.json"))
     if cfg.epochs == 0:
         return _train_initialize(a, cfg)
     from lrfdyn.pipeline import checkpoint_to_nir, quantized_accuracy  # the Lava side
@@ -106,6 +160,39 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _attention_flags(a: argparse.Namespace, cfg: dict[str, Any]) -> None:
+    """``--attention/--token/--gate``: a Spikformer with that block, set in its model config."""
+    from lrfdyn.errors import ValidationError
+
+    if a.attention is None:
+        if a.token or a.gate:
+            arch = cfg.get("arch", "mlp")
+            attention = (cfg.get("model") or {}).get("attention") if isinstance(
+                cfg.get("model"), dict) else None
+            if arch != "spikformer" or attention != "lrf_dyn":
+                raise ValidationError("--token and --gate set LRF-Dyn's options; add "
+                                      "--attention lrf_dyn")
+    else:
+        if cfg.get("arch", "spikformer") != "spikformer":
+            raise ValidationError(f"--attention {a.attention} selects a Spikformer, but the "
+                                  f"architecture is {cfg['arch']!r}; drop --arch or use "
+                                  "--arch spikformer")
+        if (a.token or a.gate) and a.attention != "lrf_dyn":
+            raise ValidationError(f"--token and --gate are LRF-Dyn's options, not "
+                                  f"{a.attention}'s; use --attention lrf_dyn or drop them")
+        cfg["arch"] = "spikformer"
+    if a.attention is None and not (a.token or a.gate):
+        return
+    model = cfg.get("model", {})
+    if not isinstance(model, dict):
+        raise ValidationError("the config's model must be a mapping of spikformer keys")
+    model = dict(model)
+    for key in ("attention", "token", "gate"):
+        if getattr(a, key) is not None:
+            model[key] = getattr(a, key)
+    cfg["model"] = model
+
+
 def _train_initialize(a: argparse.Namespace, cfg: Any) -> int:
     """``train --epochs 0``: an initialized, untrained checkpoint from the config alone."""
     from lrfdyn.errors import ValidationError
@@ -135,7 +222,8 @@ def _train_initialize(a: argparse.Namespace, cfg: Any) -> int:
 def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="spikformer checkpoint.pt written by `lrfdyn train`")
     p.add_argument("--out", help="output folder (default: <checkpoint folder>/analysis)")
-    p.add_argument("--samples", type=int, default=64, help="test samples to run (default 64)")
+    p.add_argument("--samples", type=_int_type(1), default=64,
+                   help="test samples to run (default 64)")
     p.add_argument("--data-dir", help="folder holding the data set's standard files")
 
 
@@ -143,7 +231,11 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
 @_args(_analyze_args)
 def cmd_analyze(a: argparse.Namespace) -> int:
     from lrfdyn.train.analysis import analyze_checkpoint
+    from lrfdyn.validate import check_output_dir
 
+    out = a.out if a.out is not None else str(Path(a.checkpoint).parent / "analysis")
+    check_output_dir(out, "--out", inputs=[a.checkpoint],
+                     files=("attention_locality.json", "attention_locality.png"))
     summary = analyze_checkpoint(a.checkpoint, a.out, a.samples, a.data_dir)
     if a.json:
         _print_json(summary)
@@ -163,8 +255,11 @@ def _read_config(path: str) -> dict[str, Any]:
 
     p = Path(path)
     if not p.is_file():
-        raise ValidationError(f"{p}: no such config file")
-    text = p.read_text()
+        raise ValidationError(f"{str(p)!r}: no such config file")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeError) as exc:
+        raise ValidationError(f"{str(p)!r}: cannot read the config ({exc})") from None
     try:
         if p.suffix in (".yaml", ".yml"):
             import yaml
@@ -173,7 +268,8 @@ def _read_config(path: str) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except Exception as exc:  # yaml and json raise different types
-        raise ValidationError(f"{p}: cannot parse config ({exc})") from exc
+        detail = " ".join(str(exc).split())[:160]
+        raise ValidationError(f"{str(p)!r}: cannot parse config ({detail})") from None
     if not isinstance(data, dict):
         raise ValidationError(f"{p}: a config must be a mapping of keys to values")
     return data
@@ -193,7 +289,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 @_args(_export_args)
 def cmd_export(a: argparse.Namespace) -> int:
     from lrfdyn.pipeline import export
+    from lrfdyn.validate import check_output_file
 
+    check_output_file(a.output, "-o/--output", inputs=[a.checkpoint])
     info = export(a.checkpoint, a.output, a.format)
     if a.json:
         _print_json(info)
@@ -211,7 +309,7 @@ def _graph_and_data_args(p: argparse.ArgumentParser, samples: int) -> None:
     p.add_argument("nir_file", help="NIR graph written by `lrfdyn export`")
     p.add_argument("--data", help="data set (default: the one the model was trained on)")
     p.add_argument("--data-dir", help="folder holding the data set's standard files")
-    p.add_argument("--samples", type=int, default=samples,
+    p.add_argument("--samples", type=_int_type(1), default=samples,
                    help=f"test samples to run (default {samples})")
 
 
@@ -225,6 +323,16 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
                    help="parallel: a neuron per token (default); dendritic: LRF-Dyn blocks "
                         "stream one token per step through k·d compartments")
     p.add_argument("--report", help="also write the JSON report to this file")
+    _max_memory_arg(p)
+    p.add_argument("--workers", type=_int_type(1), default=1,
+                   help="worker processes that share the samples, each with its own Lava "
+                        "runtime (default 1); the merged report equals one run's")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="shard over Ray instead: ray://HOST:PORT, auto (this machine's Ray "
+                        "cluster) or local (one started here, --workers CPUs)")
+    p.add_argument("--copies", type=_copies, default=None, metavar="N|auto",
+                   help="samples side by side in each Lava network (default auto: sized by "
+                        "the network); 1 runs one sample at a time")
     g = p.add_argument_group("any NIR graph on an input array (snnTorch, Norse, ...)")
     # dest "precision", not "mode": --mode names the lowering of lrfdyn's own transformers.
     precision = g.add_mutually_exclusive_group()
@@ -235,8 +343,9 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--input", help="input array .npy, (T, ...) or (T, B, ...)")
     g.add_argument("--output", help="write the Output node's spikes here (.npy)")
     g.add_argument("--convention", default="nir",
-                   help="how the producer discretizes NIR: nir (default), snntorch, norse")
-    g.add_argument("--dt", type=float, help="time step in s (default: graph metadata, "
+                   help="how the producer discretizes NIR: nir (default), snntorch, norse, "
+                        "spikingjelly, sinabs, rockpool (README: Discretization)")
+    g.add_argument("--dt", type=_positive_float, help="time step in s (default: graph metadata, "
                    "else the convention's)")
 
 
@@ -246,17 +355,20 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     from lrfdyn.io import write_json
     from lrfdyn.pipeline import run_dendritic, run_simulation
 
+    _check_simulate_outputs(a)
     if a.precision or a.input:
         report = _simulate_array(a)
     else:
         if a.mode == "dendritic":
             report = run_dendritic(a.nir_file, data=a.data, data_dir=a.data_dir,
                                    samples=a.samples, use_lava=not a.no_lava,
-                                   progress=not a.json)
+                                   progress=not a.json, workers=a.workers,
+                                   cluster=a.cluster, copies=a.copies)
         else:
             report = run_simulation(a.nir_file, data=a.data, data_dir=a.data_dir,
                                     samples=a.samples, use_lava=not a.no_lava,
-                                    progress=not a.json, device=_device(a.device))
+                                    progress=not a.json, device=_device(a.device),
+                                    workers=a.workers, cluster=a.cluster, copies=a.copies)
     if a.report:
         write_json(a.report, report.to_dict())
     if a.json:
@@ -264,6 +376,25 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     else:
         print(report.summary())
     return 0 if not report.mismatches else 1
+
+
+def _copies(text: str) -> int | None:
+    """``--copies``: a count >= 1, or ``auto`` (None: chosen from the network's size)."""
+    return None if text == "auto" else _int_type(1)(text)
+
+
+def _check_simulate_outputs(a: argparse.Namespace) -> None:
+    """--report and --output: writable, distinct, and none of them an input (before any work)."""
+    from lrfdyn.errors import OutputPathError
+    from lrfdyn.validate import check_output_file
+
+    inputs = [a.nir_file, a.input]
+    if a.report is not None:
+        check_output_file(a.report, "--report", inputs=inputs)
+    if a.output is not None:
+        check_output_file(a.output, "--output", inputs=inputs)
+        if a.report is not None and os.path.realpath(a.report) == os.path.realpath(a.output):
+            raise OutputPathError("--report and --output name the same file; give two paths")
 
 
 def _device(name: str) -> str:
@@ -305,6 +436,10 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all-layers", action="store_true",
                    help="--dry-run lists every layer (default: the 20 with the most cores "
                         "and a total)")
+    p.add_argument("--mode", choices=("parallel", "dendritic"), default="parallel",
+                   help="--dry-run maps the parallel lowering (default) or the one dendritic "
+                        "network (per-token layers, serializers, k·d compartments, "
+                        "deserializers)")
     _graph_and_data_args(p, samples=100)
 
 
@@ -315,12 +450,25 @@ def cmd_deploy(a: argparse.Namespace) -> int:
         from lrfdyn.loihi.resources import map_to_cores
         from lrfdyn.sim.simulate import load_and_lower
 
-        mapping = map_to_cores(load_and_lower(a.nir_file)[1], conv_storage=a.conv_storage)
+        net = load_and_lower(a.nir_file)[1]
+        if a.mode == "dendritic":
+            from lrfdyn.loihi.dendritic import lower_dendritic
+            from lrfdyn.loihi.dendritic_network import as_lowered, lower_network
+            from lrfdyn.pipeline import read_graph
+
+            net = as_lowered(lower_network(net, lower_dendritic(read_graph(a.nir_file), net)))
+        mapping = map_to_cores(net, conv_storage=a.conv_storage)
         if a.json:
             _print_json(mapping.to_dict())
         else:
             print(mapping.summary(max_layers=None if a.all_layers else 20))
         return 0 if mapping.fits_one_chip else 1
+    if a.mode == "dendritic":
+        from lrfdyn.errors import HardwareUnavailableError
+
+        raise HardwareUnavailableError(
+            "dendritic mode runs lrfdyn's own ClockedLIF and compartment neurons, which need "
+            "Loihi 2 microcode; map it with --dry-run, run it with `simulate --mode dendritic`")
     from lrfdyn.loihi.hardware import require_loihi2
 
     require_loihi2()  # before reading or building anything: one line, no processes
@@ -345,12 +493,20 @@ def cmd_deploy(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- profile
 
 
+def _max_memory_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="memory the run may use, e.g. 16G (default 8G); a run estimated "
+                        "above it is refused before it starts, with the estimate")
+
+
 def _profile_args(p: argparse.ArgumentParser) -> None:
     _graph_and_data_args(p, samples=20)
     p.add_argument("--fast", action="store_true",
                    help="count on the integer reference instead of Lava (identical counts)")
-    p.add_argument("--sample", type=int, default=0, help="sample drawn in the raster (default 0)")
+    p.add_argument("--sample", type=_int_type(0), default=0,
+                   help="sample drawn in the raster (default 0)")
     p.add_argument("--out", help="output folder (default: <nir stem>_profile/ beside the file)")
+    _max_memory_arg(p)
     p.add_argument("--memory", action="store_true",
                    help="only compare attention memory: SSA, LRF-SSA, LRF-Dyn parallel and "
                         "dendritic, at this graph's scale and at Spikformer-8-512 scale "
@@ -365,7 +521,18 @@ def cmd_profile(a: argparse.Namespace) -> int:
     from lrfdyn.sim.profile import default_out_dir, profile, write_profile
     from lrfdyn.sim.simulate import load_and_lower, read_graph
 
-    out = Path(a.out) if a.out else default_out_dir(a.nir_file)
+    from lrfdyn.validate import check_output_dir
+
+    try:
+        out = a.out if a.out is not None else default_out_dir(a.nir_file)
+    except ValueError:  # "" or "/": no file name to put a folder beside
+        raise ValidationError(f"{a.nir_file!r}: not a NIR file path; give the .nir file "
+                              "written by `lrfdyn export`") from None
+    check_output_dir(out, "--out", inputs=[a.nir_file], files=(
+        "memory.json", "memory.md", "memory_small.png", "memory_paper.png") if a.memory else (
+        "profile.json", "profile.md", "raster.png", "firing_rate.png", "synops.png",
+        "memory.png"))
+    out = Path(out)
     if a.memory:
         from lrfdyn.sim.memory import markdown, memory_report, write_memory
 
@@ -381,6 +548,9 @@ def cmd_profile(a: argparse.Namespace) -> int:
         return 0
     graph, net = load_and_lower(a.nir_file)
     images, labels, _ = held_out_samples(graph, a.data, a.data_dir, a.samples)
+    from lrfdyn.sim.budget import check as check_budget
+
+    check_budget(net, len(images), lava=not a.fast)  # refused before any run, with the estimate
     if not 0 <= a.sample < len(images):
         raise ValidationError(f"--sample {a.sample} is out of range; this profile runs "
                               f"samples 0..{len(images) - 1}")
@@ -400,16 +570,20 @@ def cmd_profile(a: argparse.Namespace) -> int:
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--samples", type=_int_type(1), default=100,
+                   help="test samples run on Lava (default 100)")
+    p.add_argument("--epochs", type=_int_type(1, 10**6), default=15,
+                   help="training epochs (default 15)")
 
 
 @command("demo", "train on digits, export to NIR, run on Lava, check every spike")
 @_args(_demo_args)
 def cmd_demo(a: argparse.Namespace) -> int:
     from lrfdyn.pipeline import demo
+    from lrfdyn.validate import check_output_dir
 
+    check_output_dir(a.out, "--out", files=("checkpoint.pt", "model.nir", "report.json"))
     res = demo(a.out, samples=a.samples, epochs=a.epochs, progress=not a.json)
     r = res.report
     if a.json:
@@ -432,30 +606,100 @@ def cmd_demo(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- main
 
 
+#: One example per command, shown at the end of its --help.
+EXAMPLES = {
+    "train": "lrfdyn train --data digits --attention lrf_dyn --token kv --epochs 5 "
+             "--out runs/dyn",
+    "analyze": "lrfdyn analyze runs/dyn/checkpoint.pt --samples 32",
+    "export": "lrfdyn export runs/demo/checkpoint.pt -o model.nir",
+    "simulate": "lrfdyn simulate model.nir --samples 20 --report report.json",
+    "deploy": "lrfdyn deploy model.nir --dry-run",
+    "profile": "lrfdyn profile model.nir --samples 10 --out model_profile",
+    "demo": "lrfdyn demo --out runs/demo",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lrfdyn", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="lrfdyn", description=__doc__.splitlines()[0],
+                     epilog="example: lrfdyn demo   (then: lrfdyn <command> --help)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, (adder, _, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=f"example:\n  {EXAMPLES[name]}" if name in EXAMPLES else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         adder(p)
         p.add_argument("--json", action="store_true", help="print a machine-readable result")
         p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so that every ``finally`` runs."""
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """The first SIGINT or SIGTERM unwinds the command (Lava stopped, temporary files
+    removed); further ones are ignored, so that the cleanup itself is not cut short."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _signal_handlers() -> dict[int, Any]:
+    """Install :func:`_on_signal` (main thread only); returns the handlers it replaced."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _, handler, _ = COMMANDS[args.command]
+    previous = _signal_handlers()
     try:
-        return handler(args)
+        return _run(args, handler)
+    finally:
+        import signal
+
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run(args: argparse.Namespace, handler: Handler) -> int:
+    try:
+        from lrfdyn.sim.budget import limit
+
+        with limit(getattr(args, "max_memory", None)):  # --max-memory, where a command has it
+            return handler(args)
     except LrfdynError as exc:
         if args.debug:
             raise
-        print(f"lrfdyn: error: {exc}", file=sys.stderr)
+        print(f"lrfdyn: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lrfdyn: interrupted", file=sys.stderr)
-        return 130
+    except (OSError, MemoryError) as exc:  # the machine's, not lrfdyn's: a full disk, no memory
+        if args.debug:
+            raise
+        what = "out of memory" if isinstance(exc, MemoryError) else (
+            f"{exc.strerror or type(exc).__name__}"
+            + (f": {str(exc.filename)!r}" if getattr(exc, "filename", None) else ""))
+        print(f"lrfdyn: error: {_one_line(what)}; free resources or pick other paths",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # SIGINT (130) or SIGTERM (143): one line, no traceback
+        terminated = isinstance(exc, _Terminated)
+        print(f"lrfdyn: {'terminated (SIGTERM)' if terminated else 'interrupted (SIGINT)'}",
+              file=sys.stderr)
+        return 143 if terminated else 130
+
+
+def _one_line(text: str) -> str:
+    """A message on one line whatever it quotes (a file's newline never splits it)."""
+    return " ".join(text.split()) or "unknown error"
 
 
 if __name__ == "__main__":

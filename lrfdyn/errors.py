@@ -48,3 +48,7 @@ class LavaRunError(LrfdynError):
 
 class HardwareUnavailableError(LrfdynError):
     """Loihi 2 hardware or the lava-loihi extension is not present."""
+
+
+class OutputPathError(LrfdynError):
+    """An output path cannot be written, or would overwrite one of the command's inputs."""

@@ -79,38 +79,56 @@ def held_out_samples(graph: nir.NIRGraph, data: str | None, data_dir: str | None
 
 @contextmanager
 def progress_bar(label: str, total: int, enabled: bool) -> Iterator[Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeRemainingColumn
+    """A bar over ``total`` ticks with rate and ETA; yields ``tick(i)`` (one per call)."""
+    from lrfdyn.sim.shard import progress_bar as bar
 
-    bar = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), disable=not enabled)
-    with bar:
-        task = bar.add_task(label, total=total)
-        yield lambda _i: bar.advance(task)
+    with bar(label, total, enabled) as advance:
+        yield lambda _i: advance(1)
 
 
 def run_simulation(nir_path: str | os.PathLike[str], *, data: str | None = None,
                    data_dir: str | None = None, samples: int = 100, use_lava: bool = True,
-                   progress: bool = True, device: str = "cpu") -> SimReport:
-    """``lrfdyn simulate``: lower, run on Lava and the reference, compare every spike."""
+                   progress: bool = True, device: str = "cpu", workers: int = 1,
+                   cluster: str | None = None, copies: int | None = None) -> SimReport:
+    """``lrfdyn simulate``: lower, run on Lava and the reference, compare every spike.
+
+    ``workers`` processes (or a Ray ``cluster``) share the samples (:mod:`lrfdyn.sim.shard`);
+    ``copies`` samples run side by side in each Lava network (None: sized by the network).
+    """
     t0 = time.perf_counter()
     graph = read_graph(nir_path)
     net = lower(graph)
     lower_s = time.perf_counter() - t0
     images, labels, _ = held_out_samples(graph, data, data_dir, samples)
+    from lrfdyn.sim.budget import check as check_budget
+
+    check_budget(net, len(images), lava=use_lava, float_pass=True)  # before any of it runs
     float_pred = run_float(graph, images).sum(axis=1).argmax(axis=1)
     x = images.reshape(len(images), -1).astype(np.int64)
+    if workers > 1 or cluster:
+        from lrfdyn.sim.shard import progress_bar as bar, simulate_sharded
+
+        with bar("Lava fixed_pt", len(x), progress and use_lava) as advance:
+            report = simulate_sharded("parallel", net, x, labels, float_predictions=float_pred,
+                                      workers=workers, cluster=cluster, copies=copies,
+                                      device=device, use_lava=use_lava, on_tick=advance)
+        report.timings["read_and_lower_s"] = lower_s
+        return report
     with progress_bar("Lava fixed_pt", len(x), progress and use_lava) as tick:
         report = simulate(net, x, labels, use_lava=use_lava, float_predictions=float_pred,
-                          on_sample=tick, device=device)
+                          on_sample=tick, device=device, copies=copies)
     report.timings["read_and_lower_s"] = lower_s
     return report
 
 
 def run_dendritic(nir_path: str | os.PathLike[str], *, data: str | None = None,
                   data_dir: str | None = None, samples: int = 100, use_lava: bool = True,
-                  progress: bool = True) -> Any:
-    """``lrfdyn simulate --mode dendritic``: stream every LRF-Dyn block through its dendrites."""
+                  progress: bool = True, workers: int = 1, cluster: str | None = None,
+                  copies: int | None = None) -> Any:
+    """``lrfdyn simulate --mode dendritic``: stream every LRF-Dyn block through its dendrites.
+
+    ``workers``, ``cluster`` and ``copies`` as for :func:`run_simulation`.
+    """
     from lrfdyn.loihi.dendritic import dendrite_nodes
     from lrfdyn.sim.dendritic import simulate_dendritic
 
@@ -119,9 +137,19 @@ def run_dendritic(nir_path: str | os.PathLike[str], *, data: str | None = None,
     images, labels, _ = held_out_samples(graph, data, data_dir, samples)
     float_pred = run_float(graph, images).sum(axis=1).argmax(axis=1)
     x = images.reshape(len(images), -1).astype(np.int64)
-    with progress_bar("Lava streams", len(x) * blocks, progress and use_lava) as tick:
+    from lrfdyn.sim.shard import progress_bar as bar
+
+    with bar("Lava streams", len(x), progress and use_lava) as advance:
+        if workers > 1 or cluster:
+            from lrfdyn.sim.shard import simulate_sharded
+
+            return simulate_sharded("dendritic", graph, x, labels, float_predictions=float_pred,
+                                    workers=workers, cluster=cluster, copies=copies,
+                                    use_lava=use_lava, on_tick=advance)
+        # One tick per sample: the whole model runs as one Lava network.
         return simulate_dendritic(graph, x, labels, use_lava=use_lava,
-                                  float_predictions=float_pred, on_sample=tick)
+                                  float_predictions=float_pred, copies=copies,
+                                  on_sample=lambda _i: advance(1))
 
 
 def run_nir_on_array(nir_path: str | os.PathLike[str], input_path: str | os.PathLike[str],

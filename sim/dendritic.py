@@ -52,16 +52,21 @@ class StreamRun:
 
 
 def run_streams(block: DendriticBlock, u: np.ndarray, *, chained: bool = True,
-                record: Callable[[str], bool] = lambda name: True) -> StreamRun:
+                record: Callable[[str], bool] = lambda name: True,
+                period: int | None = None) -> StreamRun:
     """The integer reference of the stream network for token streams ``u (S, N, d)``.
+
+    ``period`` (≥ the stream length) spaces the streams that far apart, as the one
+    dendritic network does; each stream then has ``period`` recorded steps.
 
     Raises:
         LoihiRangeError: if a graded value leaves the 24-bit payload range (which the
             lowering's scaling is meant to exclude; checked, not assumed).
     """
     u = np.asarray(u, np.int64)
-    n_streams, steps = u.shape[0], block.stream_steps
-    data = source_data(block, u)
+    n_streams = u.shape[0]
+    steps = block.stream_steps if period is None else period
+    data = source_data(block, u, period=steps)
     if chained:  # one timeline: a batch of one, S·L steps
         data = {k: v.reshape(1, n_streams * steps, -1) for k, v in data.items()}
     batch, total = next(iter(data.values())).shape[:2]
@@ -105,6 +110,28 @@ def run_streams(block: DendriticBlock, u: np.ndarray, *, chained: bool = True,
     if chained:
         out = {k: v.reshape(n_streams, steps, -1) for k, v in out.items()}
     return StreamRun(out)
+
+
+def run_stream_timelines(block: DendriticBlock, u: np.ndarray, streams_per_sample: int,
+                         copies: int = 1) -> StreamRun:
+    """The chained reference of the timelines Lava runs with ``copies`` side by side.
+
+    Copy ``c`` chains the streams of samples ``c, c + copies, …``; a stream's first steps
+    still hold the tail of the stream before it in its own timeline, so each copy's
+    timeline is chained on its own. Values come back sample-major, as for one timeline.
+    """
+    if copies == 1:
+        return run_streams(block, u, chained=True)
+    per = np.asarray(u).reshape(-1, streams_per_sample, *u.shape[1:])
+    out: dict[str, np.ndarray] = {}
+    for c in range(min(copies, len(per))):
+        idx = np.arange(c, len(per), copies)
+        part = run_streams(block, per[idx].reshape(-1, *u.shape[1:]), chained=True).values
+        for name, v in part.items():
+            if name not in out:
+                out[name] = np.zeros((len(per), streams_per_sample, *v.shape[1:]), v.dtype)
+            out[name][idx] = v.reshape(len(idx), streams_per_sample, *v.shape[1:])
+    return StreamRun({k: v.reshape(-1, *v.shape[2:]) for k, v in out.items()})
 
 
 def _port(inputs: dict[tuple[str, str], np.ndarray], name: str, batch: int, size: int,
@@ -190,8 +217,12 @@ class DendriticReport:
     dendritic_accuracy: float
     blocks: list[dict[str, Any]]
     mismatches: int | None
-    first_mismatch: StreamMismatch | None
+    first_mismatch: StreamMismatch | NetworkMismatch | None
     timings: dict[str, float]
+    #: Accuracy read from the one dendritic Lava network (None: streams checked alone).
+    lava_accuracy: float | None = None
+    #: The one network: counts per process type, steps per sample, mismatches per process.
+    network: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -213,15 +244,27 @@ class DendriticReport:
             else:
                 lines.append(head + f"; Lava graph holds {b['compartments_counted']} "
                              f"compartments; mismatches {b['mismatches']}")
+        if self.network is not None:
+            c = self.network["counts"]
+            lines.append(f"one Lava network        {c['total']['processes']} processes, "
+                         f"{c['total']['neurons']:,} neurons, period {c['period']} steps, "
+                         f"{c['steps_per_sample']} steps/sample (latency "
+                         f"{c['sample_latency_steps']}), {self.timings.get('samples_per_s', 0):.3g} "
+                         "samples/s")
+            lines.append(f"Lava accuracy           {percent(self.lava_accuracy)} "
+                         f"(predictions equal to the reference: "
+                         f"{self.network['predictions_equal']})")
         if self.mismatches is not None:
-            lines.append(f"stream mismatches       {self.mismatches}"
+            what = "network" if self.network is not None else "stream"
+            lines.append(f"{what} mismatches{' ' * (14 - len(what))}{self.mismatches}"
                          + (f" (first: {self.first_mismatch})" if self.first_mismatch else ""))
         return "\n".join(lines)
 
 
 def simulate_dendritic(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray, *,
                        use_lava: bool = True, float_predictions: np.ndarray | None = None,
-                       on_sample: Callable[[int], None] | None = None) -> DendriticReport:
+                       on_sample: Callable[[int], None] | None = None,
+                       copies: int | None = 1, network: bool = True) -> DendriticReport:
     """Run samples in dendritic mode; check every stream on Lava against its reference.
 
     The per-token layers are the parallel lowering's, which ``lrfdyn simulate`` checks
@@ -231,6 +274,13 @@ def simulate_dendritic(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray, *,
     net, blocks = lower_both(graph)
     x = np.asarray(x, np.int64)
     t_in = net.input.timesteps
+    if use_lava and network:  # the whole model as one Lava network
+        return simulate_network(net, blocks, x, y, float_predictions=float_predictions,
+                                on_sample=on_sample)
+    if copies is None:  # samples side by side in each stream network, sized by the blocks
+        from lrfdyn.loihi.copies import choose_stream_copies
+
+        copies = choose_stream_copies(blocks, len(x))
     t0 = time.perf_counter()
     parallel = run_reference(net, x)
     hybrid = run_hybrid_reference(net, blocks, x)
@@ -247,8 +297,9 @@ def simulate_dendritic(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray, *,
         if use_lava:
             from lrfdyn.sim.lava_run import run_streams_lava
 
-            want = run_streams(block, u, chained=True)
-            run = run_streams_lava(block, u, streams_per_sample=t_in, on_sample=on_sample)
+            want = run_stream_timelines(block, u, t_in, copies)
+            run = run_streams_lava(block, u, streams_per_sample=t_in, on_sample=on_sample,
+                                   copies=copies)
             counts = {}
             for name, ref_values in want.values.items():
                 diff = run.spikes[name] != ref_values
@@ -277,3 +328,295 @@ def simulate_dendritic(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray, *,
         blocks=rows, mismatches=total if use_lava else None, first_mismatch=first,
         timings=timings,
     )
+
+
+# ---------------------------------------------------------------- the one network
+
+
+@dataclass
+class NetworkMismatch:
+    """The first disagreement between the one Lava network and its reference."""
+
+    process: str
+    sample: int
+    timestep: int
+    neuron: int
+    lava: int
+    reference: int
+    where: str = ""  # "update" (its model-step row), "off-phase", or a stream step
+
+    def __str__(self) -> str:
+        return (f"{self.process} neuron {self.neuron}, sample {self.sample}, time step "
+                f"{self.timestep} ({self.where}): Lava {self.lava}, reference {self.reference}")
+
+
+@dataclass
+class NetworkRun:
+    """What the one network's processes sent: per-token side and deserializers by model
+    step (``phase``, ``(S·T + 1, size)``, last row = off-phase non-zero counts), stream
+    processes every Lava step (``full``)."""
+
+    phase: dict[str, np.ndarray]
+    full: dict[str, np.ndarray]
+    kinds: dict[str, str]
+    counts: dict[str, Any]
+    compile_s: float
+    run_s: float
+    steps: int
+
+
+def run_dendritic_network_lava(dn: Any, x: np.ndarray, *, deser_shift: int = 0,
+                               on_sample: Callable[[int], None] | None = None) -> NetworkRun:
+    """Run samples ``x`` through the one dendritic Lava network (compiled once, run
+    one sample per call, then the pipeline's fill). Stopped on every path."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from lrfdyn.loihi.dendritic_network import build_dendritic_network, dendritic_models
+    from lrfdyn.sim.lava_run import _run_steps, _stop
+
+    x = np.asarray(x, np.int64)
+    lava_net = build_dendritic_network(dn, x, deser_shift=deser_shift)
+    counts = count_network(lava_net, dn)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dendritic_models())
+    compile_s = run_s = 0.0
+    total = len(x) * dn.sample_steps + dn.fill_steps
+    try:
+        # One step compiles and starts the workers; the rest of the first period times a
+        # period for the runner's watchdog; then one call per sample (few run calls: a
+        # run of ~100 one-period calls once hung in Lava on a loaded machine).
+        t0 = time.perf_counter()
+        _run_steps(lava_net.runner, 1, cfg, "Lava failed to start the dendritic network")
+        compile_s = time.perf_counter() - t0
+        ends = sorted({min(dn.period, total), *range(dn.sample_steps, total,
+                                                      dn.sample_steps), total})
+        done, reported = 1, 0
+        t0 = time.perf_counter()
+        for end in ends:
+            if end <= done:
+                continue
+            sample = min(done // dn.sample_steps, len(x) - 1)
+            _run_steps(lava_net.runner, end - done, cfg, f"Lava failed on sample {sample}")
+            done = end
+            while on_sample is not None and reported < len(x) and \
+                    done >= (reported + 1) * dn.sample_steps:
+                on_sample(reported)
+                reported += 1
+        run_s = time.perf_counter() - t0
+        phase = {k: np.array(v) for k, v in lava_net.phase.items()}
+        full = {k: np.array(v) for k, v in lava_net.full.items()}
+    finally:
+        _stop(lava_net.runner)
+        lava_net.close()
+    return NetworkRun(phase, full, dict(lava_net.kinds), counts, compile_s, run_s,
+                      lava_net.steps)
+
+
+def count_network(lava_net: Any, dn: Any) -> dict[str, Any]:
+    """Neurons, state, weights and buffers per Lava process type, counted on the built
+    processes; compartments per block; steps per sample."""
+    from lrfdyn.sim.memory import process_memory
+
+    by_type: dict[str, dict[str, int]] = {}
+    procs = [(True, p) for p in lava_net.neurons.values()] + \
+        [(False, p) for p in lava_net.synapses.values()]
+    for is_neuron, p in procs:
+        kind = type(p).__name__
+        row = by_type.setdefault(kind, {"processes": 0, "neurons": 0, "state_bits": 0,
+                                        "weight_bits": 0, "buffer_bits": 0})
+        mem = process_memory(p)
+        row["processes"] += 1
+        if is_neuron:
+            row["neurons"] += int(np.prod(p.s_out.shape))
+        extra = int(np.prod(p.pending.shape)) * fixed.UV_BITS if hasattr(p, "pending") else 0
+        row["state_bits"] += mem.state + extra
+        row["weight_bits"] += mem.weights
+        row["buffer_bits"] += mem.buffers
+    total = {k: sum(r[k] for r in by_type.values()) for k in
+             ("processes", "neurons", "state_bits", "weight_bits", "buffer_bits")}
+    compartments = {plan.name: sum(int(np.prod(p.s_out.shape))
+                                   for n, p in lava_net.neurons.items()
+                                   if type(p).__name__ == "DendriteCompartments"
+                                   and n.startswith(plan.name + ".stream."))
+                    for plan in dn.streams}
+    return {"by_type": by_type, "total": total, "compartments": compartments,
+            "period": dn.period, "steps_per_sample": dn.sample_steps,
+            "sample_latency_steps": dn.sample_latency(), "fill_steps": dn.fill_steps,
+            "sources": len(lava_net.sources)}
+
+
+@dataclass
+class NetworkReference:
+    """The one network's reference: the hybrid run, and every stream on the network's
+    timeline (period P)."""
+
+    hybrid: HybridRun
+    streams: dict[str, dict[str, np.ndarray]]  # process -> (S·T, P, size)
+    z: dict[str, np.ndarray]  # block -> deserializer rows (S·T, d·N)
+
+
+def network_reference(dn: Any, x: np.ndarray) -> NetworkReference:
+    """Successor of :func:`run_hybrid_reference` for the one network: the same integer
+    arithmetic, laid out on the network's clock."""
+    from lrfdyn.loihi.dendritic_network import SER
+
+    hybrid = run_hybrid_reference(dn.net, [p.block for p in dn.streams], x)
+    streams: dict[str, dict[str, np.ndarray]] = {}
+    zs: dict[str, np.ndarray] = {}
+    for plan in dn.streams:
+        b = plan.block
+        u = hybrid.streams[b.name]
+        run = run_streams(b, u, chained=True, period=dn.period)
+        values = {plan.proc(k): v for k, v in run.values.items()}
+        tokens = source_data(b, u, period=dn.period)[TOKENS]
+        values[plan.proc(TOKENS)] = tokens
+        for j in range(1, plan.ser_levels + 1):  # ser_j repeats token g + 64j at step g
+            shift = j * (fixed.MAX_DELAY + 1)
+            ser = np.zeros_like(tokens)
+            ser[:, : b.tokens - shift] = tokens[:, shift: b.tokens]
+            values[plan.proc(f"{SER}{j}")] = ser
+        streams[plan.name] = values
+        z = run.z_tokens(b)  # (S·T, N, d)
+        zs[plan.name] = z.transpose(0, 2, 1).reshape(len(z), -1)
+    return NetworkReference(hybrid, streams, zs)
+
+
+def check_network(dn: Any, run: NetworkRun, ref: NetworkReference
+                  ) -> tuple[dict[str, int], NetworkMismatch | None]:
+    """Mismatches of every process (every neuron, every step), and the first one."""
+    from lrfdyn.loihi.dendritic_network import DESER
+
+    T = dn.timesteps
+    counts: dict[str, int] = {}
+    first: NetworkMismatch | None = None
+
+    def note(name: str, diff: np.ndarray, lava: np.ndarray, want: np.ndarray,
+             to_sample, where) -> None:
+        nonlocal first
+        counts[name] = counts.get(name, 0) + int(diff.sum())
+        if first is None and diff.any():
+            idx = tuple(int(v) for v in np.argwhere(diff)[0])
+            s, t = to_sample(idx)
+            first = NetworkMismatch(name, s, t, idx[-1], int(lava[idx]), int(want[idx]),
+                                    where(idx))
+
+    by_row = lambda idx: divmod(idx[0], T)  # noqa: E731
+    for name, rec in run.phase.items():
+        if name in dn.groups:
+            want = ref.hybrid.spikes[dn.repeats.get(name, name)]
+            want = want.reshape(-1, want.shape[-1]).astype(np.int64)
+        else:
+            plan = next(p for p in dn.streams if p.proc(DESER) == name)
+            want = ref.z[plan.name]
+        got = rec[:-1].astype(np.int64)
+        note(name, got != want, got, want, by_row, lambda idx: "update")
+        off = rec[-1:]
+        note(name, off != 0, off, np.zeros_like(off), lambda idx: (-1, -1),
+             lambda idx: "non-zero at steps other than its updates")
+    for plan in dn.streams:
+        for name, want in ref.streams[plan.name].items():
+            rec = run.full[name].astype(np.int64)
+            lead = rec[:plan.sigma]
+            note(name, lead != 0, lead, np.zeros_like(lead), lambda idx: (0, 0),
+                 lambda idx: f"Lava step {idx[0] + 1}, before the first stream")
+            n = want.shape[0] * want.shape[1]
+            got = rec[plan.sigma:plan.sigma + n].reshape(want.shape)
+            note(name, got != want, got, want, lambda idx: divmod(idx[0], T),
+                 lambda idx: f"stream step {idx[1] + 1}")
+    return counts, first
+
+
+def lava_predictions(dn: Any, run: NetworkRun) -> np.ndarray:
+    head = run.phase[dn.net.output][:-1]
+    return readout(head.reshape(-1, dn.timesteps, head.shape[-1]), dn.timesteps)
+
+
+def simulate_network(net: LoweredNetwork, blocks: list[DendriticBlock], x: np.ndarray,
+                     y: np.ndarray, *, float_predictions: np.ndarray | None = None,
+                     on_sample: Callable[[int], None] | None = None,
+                     deser_shift: int = 0) -> DendriticReport:
+    """``simulate --mode dendritic``: the whole model as one Lava network, checked at
+    every neuron of every process and every step against :func:`network_reference`."""
+    from lrfdyn.loihi.dendritic_network import lower_network
+
+    t_in = net.input.timesteps
+    dn = lower_network(net, blocks)
+    t0 = time.perf_counter()
+    parallel = run_reference(net, x)
+    ref = network_reference(dn, x)
+    timings = {"reference_s": time.perf_counter() - t0}
+    run = run_dendritic_network_lava(dn, x, deser_shift=deser_shift, on_sample=on_sample)
+    timings.update(lava_compile_s=run.compile_s, lava_run_s=run.run_s,
+                   samples_per_s=(len(x) / run.run_s) if run.run_s > 0 else 0.0)
+    counts, first = check_network(dn, run, ref)
+    pred = lambda s: readout(s[net.output], t_in)  # noqa: E731
+    lava_pred = lava_predictions(dn, run)
+    ref_pred = pred(ref.hybrid.spikes)
+    rows = []
+    for plan in dn.streams:
+        b = plan.block
+        mine = {k: v for k, v in counts.items() if k.startswith(b.name + ".stream.")}
+        rows.append({
+            "name": b.name, "d": b.d, "k": b.k, "tokens": b.tokens,
+            "stream_steps": b.stream_steps, "latency": b.latency,
+            "neurons": b.sizes(), "quantization": b.quantization_report(),
+            "scales": b.scales, "stream_start": plan.sigma,
+            "serializer_relays": plan.ser_levels,
+            "mismatches": sum(mine.values()), "mismatches_by_process": mine,
+            "compartments_counted": run.counts["compartments"][b.name],
+        })
+    network = {
+        "counts": run.counts, "mismatches_by_process": counts,
+        "predictions_equal": bool(np.array_equal(lava_pred, ref_pred)),
+        "lava_predictions": lava_pred.tolist(), "reference_predictions": ref_pred.tolist(),
+        "lava_steps": run.steps,
+    }
+    return DendriticReport(
+        samples=len(x), timesteps=t_in,
+        float_accuracy=(None if float_predictions is None
+                        else float((np.asarray(float_predictions) == y).mean())),
+        parallel_accuracy=float((pred(parallel) == y).mean()),
+        dendritic_accuracy=float((ref_pred == y).mean()),
+        blocks=rows, mismatches=sum(counts.values()), first_mismatch=first,
+        timings=timings, lava_accuracy=float((lava_pred == y).mean()), network=network,
+    )
+
+
+def whole_network_memory(net: LoweredNetwork, blocks: list[DendriticBlock]) -> dict[str, Any]:
+    """Whole-network memory of both modes, read off built (not compiled) Lava process
+    graphs: the parallel network of :func:`~lrfdyn.loihi.build.build_lava` and the one
+    dendritic network. Bits per kind, neurons, processes and Lava steps per sample."""
+    from lrfdyn.loihi.build import build_lava, drain_steps
+    from lrfdyn.loihi.dendritic_network import build_dendritic_network, lower_network
+    from lrfdyn.sim.memory import process_memory
+
+    x = np.zeros((1, net.input.size), np.int64)
+    par = build_lava(net, x)
+    try:
+        mem = {"state": 0, "weights": 0, "buffers": 0}
+        for p in [*par.lifs.values(), *par.synapses.values()]:
+            m = process_memory(p)
+            mem["state"] += m.state
+            mem["weights"] += m.weights
+            mem["buffers"] += m.buffers
+        parallel = {**mem, "total": sum(mem.values()),
+                    "neurons": sum(g.size for g in net.groups.values()),
+                    "processes": len(par.lifs) + len(par.synapses),
+                    "steps_per_sample": net.steps_per_sample() + drain_steps(net),
+                    "sample_latency_steps": net.steps_per_sample()}
+    finally:
+        par.close()
+    dn = lower_network(net, blocks)
+    lava_net = build_dendritic_network(dn, x)
+    try:
+        c = count_network(lava_net, dn)
+    finally:
+        lava_net.close()
+    t = c["total"]
+    dendritic = {"state": t["state_bits"], "weights": t["weight_bits"],
+                 "buffers": t["buffer_bits"],
+                 "total": t["state_bits"] + t["weight_bits"] + t["buffer_bits"],
+                 "neurons": t["neurons"], "processes": t["processes"],
+                 "steps_per_sample": c["steps_per_sample"],
+                 "sample_latency_steps": c["sample_latency_steps"],
+                 "compartments": c["compartments"], "by_type": c["by_type"]}
+    return {"lrf_dyn_parallel": parallel, "lrf_dyn_dendritic_one_network": dendritic}

@@ -607,6 +607,14 @@ def memory_report(graph: Any, *, paper: bool = True, paper_model: dict[str, Any]
     net, blocks, note = lower_for_memory(graph)
     small = _scale_section(measured_lowered(net, blocks), graph_scale(graph, net))
     small["streams"] = note
+    if blocks is not None:  # whole networks, beside each other: parallel and the one network
+        from lrfdyn.errors import LrfdynError
+        from lrfdyn.sim.dendritic import whole_network_memory
+
+        try:
+            small["whole_network"] = whole_network_memory(net, blocks)
+        except LrfdynError as err:
+            small["whole_network"] = {"not_built": str(err)}
     big_scale = PAPER_SCALE
     if paper:
         built = paper_network(paper_model if paper_model is not None else PAPER_MODEL,
@@ -719,6 +727,16 @@ def markdown(report: dict[str, Any]) -> str:
                           f"{low['stored_weights']:,} stored weights; streams {low['streams']}."]
         elif not sec["measured"]:
             lines += ["", "Not lowered here: every row is closed form."]
+        lines.append("")
+    whole = report["small"].get("whole_network", {})
+    if "lrf_dyn_dendritic_one_network" in whole:
+        lines += ["### Whole network at this model's scale (built Lava processes)", "",
+                  "| network | processes | neurons | state | weights | buffers | total (Mbit) "
+                  "| Lava steps per sample (latency) |", "|---|---|---|---|---|---|---|---|"]
+        for r, m in whole.items():
+            lines.append(f"| {r} | {m['processes']} | {m['neurons']:,} | {mb(m['state'])} | "
+                         f"{mb(m['weights'])} | {mb(m['buffers'])} | {mb(m['total'])} | "
+                         f"{m['steps_per_sample']} ({m['sample_latency_steps']}) |")
         lines.append("")
     mech = report["paper"]["model"]
     lines += [f"Mechanism state per block at paper scale: SSA's Kᵀ·V "

@@ -29,7 +29,7 @@ class _Neuron:
         self.dyn = dyn
         self.i = np.zeros((batch, size))
         self.v = np.zeros((batch, size))
-        self.pending = np.zeros((batch, size), bool)
+        self.pending = np.zeros((batch, size))
 
     def step(self, x: np.ndarray) -> np.ndarray:
         d = self.dyn
@@ -39,12 +39,21 @@ class _Neuron:
             return self.v.copy()
         if d.reset == "subtract_next":
             self.v = self.v - d.v_th * self.pending
-        s = self.v > d.v_th
+        s = spikes(self.v, d)
         if d.reset == "subtract_next":
             self.pending = s
+        elif d.reset == "subtract":
+            self.v = self.v - d.v_th * s
         else:
-            self.v = np.where(s, 0.0, self.v)
-        return s.astype(np.float64)
+            self.v = np.where(s > 0, 0.0, self.v)
+        return s
+
+
+def spikes(v: np.ndarray, d: Dynamics) -> np.ndarray:
+    """Spikes of voltages v (0/1, or counts ⌊v/v_th⌋ under Sinabs' MultiSpike)."""
+    if d.multi_spike:
+        return np.where(v >= d.v_th, np.floor(v / d.v_th), 0.0)
+    return ((v >= d.v_th) if d.spike_ge else (v > d.v_th)).astype(np.float64)
 
 
 def simulate_nir(graph: nir.NIRGraph, x: np.ndarray, conv: Convention = NIR,
@@ -55,8 +64,8 @@ def simulate_nir(graph: nir.NIRGraph, x: np.ndarray, conv: Convention = NIR,
         steps: steps to run (default T); the input is zero after step T.
 
     Returns:
-        Every neuron node's output, (B, steps, size): spikes as 0/1, or the voltage of a
-        node that never spikes.
+        Every neuron node's output, (B, steps, size): spikes as 0/1 (counts under a
+        multi-spike convention), or the voltage of a node that never spikes.
     """
     graph = flatten(graph)
     x = np.asarray(x, np.float64)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 from lrfdyn.errors import CheckpointError, FormatVersionError
 from lrfdyn.io import write_with
 from lrfdyn.train.models import build_model, model_config
+from lrfdyn.validate import check_checkpoint_payload
 
 FORMAT = "lrfdyn-checkpoint"
 FORMAT_VERSION = 1
@@ -56,15 +58,22 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, safely."""
+    if str(path) == "":
+        raise CheckpointError("the checkpoint path is empty; give a checkpoint.pt")
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; train one with `lrfdyn train`")
+        what = "a folder, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
+        raise CheckpointError(f"{path}: {what}; train one with `lrfdyn train`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
+        with warnings.catch_warnings():  # torch warns about odd pickles on stderr: one line only
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
+            TypeError, AttributeError, KeyError, IndexError, OverflowError, UnicodeError,
+            NotImplementedError) as exc:  # torch's unpickler raises many types for bad bytes
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: not a loadable checkpoint ({first[:160]}); "
+            f"{path}: not a loadable checkpoint ({first[:160]!r}); "
             "pass a checkpoint.pt written by `lrfdyn train`"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -74,9 +83,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         )
     if payload.get("format_version") != FORMAT_VERSION:
         raise FormatVersionError(
-            f"{path}: checkpoint format version {payload.get('format_version')} is not "
+            f"{path}: checkpoint format version {payload.get('format_version')!r} is not "
             f"supported (this lrfdyn reads version {FORMAT_VERSION}); retrain or upgrade lrfdyn"
         )
+    check_checkpoint_payload(payload, path)  # keys, types, shapes, finite weights, ranges
     return Checkpoint(
         arch=payload["arch"],
         config=payload["config"],

@@ -5,6 +5,8 @@
 * :mod:`.recorder`: spikes and graded payloads straight into memory-mapped files.
 * :mod:`.sparse`: faster bit-identical CPU models of Lava's own ``Sparse``/``DelaySparse``.
 * :mod:`.conv`: a faster bit-identical CPU model of Lava's own ``Conv`` (wide ``groups``).
+* :mod:`.clocked`: a LIF that updates once per stream period and a recorder of its update
+  steps (the per-token side of the one dendritic network).
 
 The models of Lava's own processes are selected per process type through
 ``exception_proc_model_map``; :func:`cpu_models` gives that map. On Loihi 2 none

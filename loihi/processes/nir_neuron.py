@@ -8,6 +8,13 @@ voltage can only be read back with ``Var.get`` (element by element in Lava 0.10)
   nothing happens in the step that spikes, and the next step subtracts the
   threshold, ``v[t] = (1 − dv)·v[t−1] + u[t] − v_th·s[t−1]``. The last spikes are
   kept in the Var ``pending`` so that a reset between samples can clear them.
+* ``reset="subtract"`` (Sinabs, Rockpool) subtracts the threshold in the step that
+  spikes, ``v[t] ← v[t] − v_th·s[t]``.
+* ``ge`` fires at ``v ≥ v_th`` (SpikingJelly, Sinabs) instead of ``v > v_th``;
+  ``multi`` sends ``⌊v/v_th⌋`` spikes per step as one graded payload (Sinabs' MultiSpike),
+  each subtracting v_th.
+* ``du``, ``dv`` and ``vth`` may be one value per neuron (trained per-neuron τ and
+  thresholds), which Lava's stock ``LIF`` Vars cannot hold (they are shape (1,)).
 * ``record`` names a file into which the model writes v after every step, as the
   spike recorder does for spikes: how LI, I and CubaLI nodes, which never spike,
   are read out. Such a neuron sends no spikes.
@@ -37,9 +44,15 @@ class NirLIF(LIF):
     """A LIF with a choice of reset and an optional voltage recording (see module doc)."""
 
     def __init__(self, *, shape: tuple[int, ...], reset: str = "zero", record: str = "",
-                 steps: int = 0, **kwargs) -> None:
-        super().__init__(shape=shape, reset=reset, record=record, steps=steps, **kwargs)
+                 steps: int = 0, ge: bool = False, multi: bool = False, **kwargs) -> None:
+        super().__init__(shape=shape, reset=reset, record=record, steps=steps, ge=ge,
+                         multi=multi, **kwargs)
         self.pending = Var(shape=shape, init=0)
+        if any(np.ndim(kwargs.get(k, 0)) > 0 for k in ("du", "dv", "vth")):
+            # Per neuron: every one of the three becomes a Var with one value per neuron.
+            for k in ("du", "dv", "vth"):
+                setattr(self, k, Var(shape=shape, init=np.broadcast_to(
+                    np.asarray(kwargs.get(k, 0), np.float64), shape).copy()))
 
 
 class _VoltageRecording:
@@ -64,27 +77,38 @@ class _VoltageRecording:
 class PyNirLifModelFloat(_VoltageRecording, AbstractPyLifModelFloat):
     # Lava's PyLifModelFloat already implements LIF, so the two lines it adds are repeated.
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    vth: float = LavaPyType(float, float)
+    # np.ndarray holds one value (shape (1,)) or one per neuron alike.
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    du: np.ndarray = LavaPyType(np.ndarray, float)
+    dv: np.ndarray = LavaPyType(np.ndarray, float)
     pending: np.ndarray = LavaPyType(np.ndarray, float)
 
     def __init__(self, proc_params) -> None:  # noqa: ANN001  (Lava's signature)
         super().__init__(proc_params)
-        self._subtract = proc_params["reset"] == "subtract_next"
+        self._reset = proc_params["reset"]
+        self._ge = bool(proc_params.get("ge", False))
+        self._multi = bool(proc_params.get("multi", False))
         self._open_recording(proc_params)
 
     def spiking_activation(self) -> np.ndarray:
-        return (self.v > self.vth) & self._spiking
+        if not self._spiking:
+            return np.zeros(self.v.shape, bool)
+        if self._multi:  # a count, sent as a graded payload
+            return np.where(self.v >= self.vth, np.floor(self.v / self.vth), 0.0)
+        return self.v >= self.vth if self._ge else self.v > self.vth
 
     def subthr_dynamics(self, activation_in: np.ndarray) -> None:
         super().subthr_dynamics(activation_in)
-        if self._subtract:
+        if self._reset == "subtract_next":
             self.v[:] -= self.vth * self.pending
 
     def reset_voltage(self, spike_vector: np.ndarray) -> None:
-        if self._subtract:
+        if self._reset == "subtract_next":
             self.pending[:] = spike_vector
+        elif self._reset == "subtract":
+            self.v[:] -= self.vth * spike_vector
         else:
-            super().reset_voltage(spike_vector)
+            self.v[spike_vector > 0] = 0
 
     def run_spk(self) -> None:
         super().run_spk()

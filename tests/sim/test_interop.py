@@ -214,7 +214,8 @@ def test_fixed_input_must_be_integers_and_shapes_must_fit() -> None:
     case = CASES["sub-lif"]
     with pytest.raises(ValidationError, match="--fixed needs integer input"):
         run_graph(case.graph, case.x * 0.5, mode="fixed", conv=NIR)
-    with pytest.raises(ValidationError, match=r"input has shape \(12, 4\).*\(3,\)"):
+    with pytest.raises(ValidationError, match=r"input has shape \(12, 4\), but the graph's "
+                       r"Input is \(3,\); give \(T, 3\) or \(T, B, 3\)"):
         run_graph(case.graph, np.zeros((T, 4)), mode="float", conv=NIR)
 
 
@@ -229,3 +230,154 @@ def test_cli_runs_a_graph_on_an_array_and_writes_the_output(tmp_path, capsys) ->
     assert np.load(tmp_path / "y.npy").shape == (T, 3)
     assert main(["simulate", str(tmp_path / "g.nir"), "--fixed"]) == 2
     assert "needs both --float or --fixed and --input" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- issue 16: breadth
+
+
+def test_input_shapes_as_users_hold_them_for_a_single_channel_image() -> None:
+    from lrfdyn.sim.interop import input_batch
+
+    t, b = 3, 2
+    for x, batched in [(np.zeros((t, 1, 4, 5)), False), (np.zeros((t, b, 1, 4, 5)), True),
+                       (np.zeros((t, 4, 5)), False), (np.zeros((t, b, 4, 5)), True)]:
+        xs, got = input_batch((1, 4, 5), x)
+        assert got == batched and xs.shape == ((b if batched else 1), t, 20), x.shape
+    xs, got = input_batch((1, 6), np.zeros((t, b, 6)))  # Norse's (1, n) Input type
+    assert got and xs.shape == (b, t, 6)
+    with pytest.raises(ValidationError) as err:
+        input_batch((1, 4, 5), np.zeros((t, b, 3, 4, 5)))
+    assert str(err.value) == (
+        "input has shape (3, 2, 3, 4, 5), but the graph's Input is (1, 4, 5); give "
+        "(T, 1, 4, 5) or (T, B, 1, 4, 5) or (T, 4, 5) or (T, B, 4, 5) (T steps, B samples)")
+
+
+def _one_layer(node: nir.NIRNode, n_in: int, n: int, dt: float | None = DT) -> nir.NIRGraph:
+    rng = np.random.default_rng(3)
+    g = _graph({"lin": nir.Linear(weight=rng.uniform(0.2, 1.0, (n, n_in))), "out": node},
+               [("input", "lin"), ("lin", "out"), ("out", "output")], (n_in,), (n,))
+    if dt is None:
+        del g.metadata["dt"]
+    return g
+
+
+def test_a_run_that_never_spikes_is_flagged_with_the_assumed_dt(capsys) -> None:
+    """A Sinabs-style IF (v += x, dt = 1) read with NIR's default 1 ms step: no spike."""
+    n = 3
+    graph = _one_layer(nir.IF(r=np.ones(n), v_threshold=np.ones(n)), 4, n, dt=None)
+    x = (np.random.default_rng(0).random((T, 4)) < 0.6).astype(float)
+    _, report = run_graph(graph, x, mode="float", conv=NIR)
+    assert report.mismatches == 0 and report.dt_source.startswith("assumed")
+    assert any("assumed dt = 0.001 s" in w for w in report.warnings), report.warnings
+    assert any(w.startswith("out never spiked") and "--convention" in w
+               for w in report.warnings), report.warnings
+    err = capsys.readouterr().err
+    assert err.count("lrfdyn: warning:") == 2 and "never spiked" in err
+    assert "WARNING: out never spiked" in report.summary()
+    # With the producer's step the same graph spikes and nothing is flagged.
+    _, ok = run_graph(graph, x, mode="float", conv=NIR, dt=1.0)
+    assert ok.warnings == [] and ok.dt_source == "--dt" and ok.layers[0]["spikes_lava"] > 0
+
+
+def test_time_constants_absurd_for_dt_are_named_with_the_options() -> None:
+    from lrfdyn.sim.interop import _time_constant_warnings
+
+    n = 2
+    slow = nir.LIF(tau=np.full(n, 20.0), r=np.ones(n), v_leak=np.zeros(n),
+                   v_threshold=np.ones(n), v_reset=np.zeros(n))
+    (w,) = _time_constant_warnings(_one_layer(slow, 3, n), NIR, DT)
+    assert w.startswith("out: tau/dt = 2e+04") and "--convention and --dt" in w
+    assert _time_constant_warnings(_one_layer(_lif(n), 3, n), NIR, DT) == []
+
+
+def test_every_offending_node_is_named_in_one_refusal() -> None:
+    from lrfdyn.sim.interop import check_graph
+
+    n = 3
+    bad_reset = nir.LIF(tau=np.full(n, 2 * DT), r=np.ones(n), v_leak=np.zeros(n),
+                        v_threshold=np.ones(n), v_reset=np.full(n, 0.5))
+    bad_leak = nir.CubaLIF(tau_syn=np.full(n, 2 * DT), tau_mem=np.full(n, 3 * DT),
+                           r=np.ones(n), v_leak=np.full(n, 0.1), v_threshold=np.ones(n),
+                           v_reset=np.zeros(n), w_in=np.ones(n))
+    bad_if = nir.IF(r=np.ones(n), v_threshold=np.ones(n), v_reset=np.ones(n))
+    nodes = {"a": nir.Linear(weight=np.ones((n, 2))), "l1": bad_reset,
+             "b": nir.Linear(weight=np.ones((n, n))), "l2": bad_leak,
+             "c": nir.Linear(weight=np.ones((n, n))), "l3": bad_if}
+    seq = ["input", *nodes, "output"]
+    g = _graph(nodes, list(zip(seq, seq[1:])), (2,), (n,))
+    for mode in ("float", "fixed"):
+        with pytest.raises(UnsupportedNodeError) as err:
+            check_graph(g, NIR, DT, mode)
+        msg = str(err.value)
+        assert msg.startswith("3 node(s) cannot be lowered: l1: v_reset != 0")
+        assert "; l2: v_leak != 0 in a current-based neuron" in msg and "; l3: v_reset" in msg
+
+
+def _per_neuron_graph(recurrent: bool = False) -> nir.NIRGraph:
+    """Affine → LIF with its own τ, threshold, r and v_leak per neuron → Linear → LIF."""
+    rng = np.random.default_rng(5)
+    n, m = 6, 3
+    lif = nir.LIF(tau=np.array([2, 2, 3, 5, 5, 8.0]) * DT, r=rng.uniform(0.8, 1.5, n),
+                  v_leak=rng.uniform(0.0, 0.3, n), v_threshold=rng.uniform(0.5, 1.2, n),
+                  v_reset=np.zeros(n))
+    nodes = {"aff": nir.Affine(weight=rng.normal(0.6, 0.6, (n, 4)), bias=_full(n, 0.1)),
+             "lif": lif, "lin": nir.Linear(weight=rng.normal(0.5, 0.5, (m, n))),
+             "out": _lif(m, tau_steps=3.0, theta=0.7)}
+    edges = [("input", "aff"), ("aff", "lif"), ("lif", "lin"), ("lin", "out"),
+             ("out", "output")]
+    if recurrent:
+        nodes["rec"] = nir.Linear(weight=rng.normal(0, 0.5, (n, n)))
+        edges += [("lif", "rec"), ("rec", "lif")]
+    return _graph(nodes, edges, (4,), (m,))
+
+
+def test_per_neuron_parameters_float_exact_and_fixed_as_uniform_subpopulations() -> None:
+    from lrfdyn.sim.interop import check_graph
+
+    g = _per_neuron_graph()
+    x = _spikes(np.random.default_rng(2), (4,))
+    y, flt = run_graph(g, x, mode="float", conv=NIR)
+    assert flt.mismatches == 0 and all(r["agreement"] == 1.0 for r in flt.layers)
+    assert {r["name"]: r["spikes_lava"] for r in flt.layers}["lif"] > 0
+    _, splits = check_graph(g, NIR, DT, "fixed")
+    (s,) = splits
+    assert s.node == "lif" and sorted(sorted(i) for _, i in s.parts) == [[0, 1], [2], [3, 4],
+                                                                         [5]]
+    yi, fix = run_graph(g, x, mode="fixed", conv=NIR)
+    assert fix.mismatches == 0, fix.first_mismatch  # Lava = the integer reference
+    (sub,) = fix.subpopulations
+    assert sub["node"] == "lif" and sub["neurons"] == 6 and sub["subpopulations"] == 4
+    assert sorted(sub["sizes"]) == [1, 1, 2, 2] and sub["folded_scale"]
+    rows = {r["name"]: r for r in fix.layers}
+    assert set(rows) == {"lif", "out"} and rows["lif"]["agreement"] >= 0.9, rows
+    assert yi.shape == y.shape and "as 4 uniform sub-population(s)" in fix.summary()
+
+
+def test_per_neuron_time_constants_in_a_recurrent_layer_are_refused_for_fixed_only() -> None:
+    from lrfdyn.sim.interop import check_graph
+
+    g = _per_neuron_graph(recurrent=True)
+    check_graph(g, NIR, DT, "float")
+    with pytest.raises(UnsupportedNodeError, match=r"^1 node\(s\) cannot be lowered: lif "
+                       r"\(per-neuron time constants in a recurrent layer: its 4 sub-pop"):
+        check_graph(g, NIR, DT, "fixed")
+
+
+def test_rockpool_io_types_and_dt_are_recovered() -> None:
+    from lrfdyn.sim.interop import _dt_from_r, io_types_fixed
+
+    n, dt, tau = 3, 1e-3, 0.02
+    cuba = nir.CubaLIF(tau_syn=np.full(n, 0.005), tau_mem=np.full(n, tau),
+                       r=np.full(n, tau * np.exp(-dt / tau) / dt, np.float32),
+                       v_leak=np.zeros(n), v_threshold=np.ones(n), w_in=np.ones(n))
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([1, 25, 4])}),
+                            "lin": nir.Linear(weight=np.ones((n, 4))), "lif": cuba,
+                            "output": nir.Output(output_type={"output": np.array([1, 25, n])})},
+                     edges=[("input", "lin"), ("lin", "lif"), ("lif", "output")],
+                     type_check=False)
+    fixed_g, notes = io_types_fixed(g)
+    assert list(fixed_g.nodes["input"].input_type["input"]) == [4]
+    assert list(fixed_g.nodes["output"].output_type["output"]) == [n]
+    assert notes[0] == "input: its type (1, 25, 4) holds a batch and a time axis " \
+        "(Rockpool); read as (4,)"
+    assert _dt_from_r(fixed_g) == pytest.approx(dt, rel=1e-5)

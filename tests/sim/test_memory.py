@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lrfdyn.cli import main
@@ -94,13 +95,31 @@ def test_model_equals_lowered_counts_at_medium_scale() -> None:
     assert meas["lrf_dyn_parallel"].weights == analytic("lrf_dyn_parallel", **scale).weights
 
 
-def test_dendritic_state_is_k_d_compartments_plus_relays(counted) -> None:
+def test_dendritic_state_is_k_d_compartments_plus_relays(tiny_lrf_dyn, counted) -> None:
+    """The k·d compartments' state, read off the Lava process that holds them (its u, v and
+    per-compartment decay Vars), is the closed form's mechanism state; the per-token rest
+    of the dendritic count does not depend on k. (This test used to compare
+    ``mechanism_state`` with its own formula.)"""
+    from lrfdyn.loihi.build import build_streams
+    from lrfdyn.loihi.dendritic import COMPARTMENTS, source_data
+    from lrfdyn.sim.memory import lower_for_memory, process_memory
+
+    _, graph = tiny_lrf_dyn
     scale, meas = counted
     d, k = scale["d"], scale["k"]
+    _, blocks, _ = lower_for_memory(graph)
+    block = blocks[0]
+    u = np.zeros((1, block.tokens, block.d), np.int64)
+    streams = build_streams(block, source_data(block, u))
+    try:
+        proc = streams.neurons[COMPARTMENTS]
+        assert int(np.prod(proc.u.shape)) == int(np.prod(proc.v.shape)) == k * d
+        assert process_memory(proc).state == mechanism_state("lrf_dyn_dendritic", **scale)
+    finally:
+        streams.close()
     stream = meas["lrf_dyn_dendritic"].state - analytic("lrf_dyn_dendritic", **{
         **scale, "k": 1}).state  # the per-token neurons do not depend on k
-    assert stream == (k - 1) * d * (24 + 24 + 12)
-    assert mechanism_state("lrf_dyn_dendritic", **scale) == k * d * 60
+    assert stream == (k - 1) * process_memory(proc).state // k
 
 
 def test_paper_model_is_the_example_config() -> None:
@@ -109,15 +128,34 @@ def test_paper_model_is_the_example_config() -> None:
 
 
 def test_paper_scale_table() -> None:
-    rows = table(PAPER_SCALE)
+    """The closed form's claims as laws, not as its own numbers restated (this test used
+    to compare each row with the formula that computes it): SSA's attention state grows as
+    d²/h, the dendritic mode's as k·d; LRF-SSA adds its depthwise kernels per dilation;
+    the percentages are the rows' ratios."""
+    def tab(**kw):
+        return table({**PAPER_SCALE, **kw})
+
+    rows = tab()
     assert list(rows) == list(ROWS)
-    assert rows["ssa"]["total_pct_of_ssa"] == 100.0
-    # O(d²/h) against O(k·d): 32768 against 4096 values of attention state per block.
-    assert rows["ssa"]["mechanism_state_per_block"] == 8 * 64 * 64 * 24
-    assert rows["lrf_dyn_dendritic"]["mechanism_state_per_block"] == 8 * 512 * 60
-    # Per-token Linears are shared 1×1 convs in every row: SSA stores 3·d² of them per
-    # block, LRF-Dyn d² (token v) plus its depthwise kernels.
-    assert rows["lrf_ssa"]["weights"] - rows["ssa"]["weights"] == 8 * 2 * 9 * 512 * 8
+    mech = {r: rows[r]["mechanism_state_per_block"] for r in ROWS}
+    d, h, k = PAPER_SCALE["d"], PAPER_SCALE["heads"], PAPER_SCALE["k"]
+    wide, heads2, k2 = tab(d=2 * d), tab(heads=2 * h), tab(k=2 * k)
+    assert wide["ssa"]["mechanism_state_per_block"] == 4 * mech["ssa"]  # O(d²/h)
+    assert heads2["ssa"]["mechanism_state_per_block"] * 2 == mech["ssa"]
+    assert wide["lrf_dyn_dendritic"]["mechanism_state_per_block"] == 2 * mech["lrf_dyn_dendritic"]
+    assert k2["lrf_dyn_dendritic"]["mechanism_state_per_block"] == 2 * mech["lrf_dyn_dendritic"]
+    assert heads2["lrf_dyn_dendritic"]["mechanism_state_per_block"] == \
+        mech["lrf_dyn_dendritic"]  # O(k·d): heads do not enter
+    assert mech["lrf_dyn_parallel"] == 0 and mech["lrf_ssa"] == mech["ssa"]
+    # LRF-SSA's extra weights: one depthwise 3x3 kernel of V per dilation, linear in both.
+    extra = rows["lrf_ssa"]["weights"] - rows["ssa"]["weights"]
+    one = tab(dilations=(3,))
+    assert one["lrf_ssa"]["weights"] - one["ssa"]["weights"] == extra // 2 > 0
+    assert wide["lrf_ssa"]["weights"] - wide["ssa"]["weights"] == 2 * extra
+    for r in ROWS:
+        total = rows[r]["state"] + rows[r]["weights"] + rows[r]["buffers"]
+        assert rows[r]["total"] == total
+        assert rows[r]["total_pct_of_ssa"] == pytest.approx(100 * total / rows["ssa"]["total"])
     # The parallel mode keeps a relay y and a shifter per token: more state than the
     # dendritic mode, less than SSA's four LIF populations.
     assert rows["lrf_dyn_dendritic"]["state"] < rows["lrf_dyn_parallel"]["state"] \

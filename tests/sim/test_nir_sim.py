@@ -253,8 +253,8 @@ def test_an_unknown_convention_is_one_clear_error() -> None:
     from lrfdyn.errors import ValidationError
     from lrfdyn.loihi.neurons import convention
 
-    with pytest.raises(ValidationError, match="unknown convention 'sinabs'; choose one of nir"):
-        convention("sinabs")
+    with pytest.raises(ValidationError, match="unknown convention 'brian2'; choose one of nir"):
+        convention("brian2")
 
 
 def test_dt_comes_from_the_graph_else_from_the_convention() -> None:
@@ -268,3 +268,63 @@ def test_dt_comes_from_the_graph_else_from_the_convention() -> None:
     assert wire(g, CONVENTIONS["snntorch"], timesteps=1).dt == 1e-4
     assert wire(g, CONVENTIONS["snntorch"], timesteps=1).groups[0].dynamics.dv == \
         pytest.approx(0.1)
+
+
+def _per_neuron(conv):
+    import dataclasses
+
+    return dataclasses.replace(conv, per_neuron=True)
+
+
+def test_per_neuron_tau_and_threshold_step_each_neuron_on_its_own() -> None:
+    taus, thetas = np.array([2.0, 3.0, 5.0, 8.0]), np.array([0.5, 0.8, 1.0, 1.3])
+    node = nir.LIF(tau=taus * DT, r=np.ones(4), v_leak=np.zeros(4), v_threshold=thetas,
+                   v_reset=np.zeros(4))
+    got = _run_neuron(node, X, _per_neuron(NIR))
+    for j in range(4):
+        want = _euler(X[:, :, j : j + 1], 1 / taus[j], 1 / taus[j], thetas[j])
+        np.testing.assert_array_equal(got[:, :, j : j + 1], want)
+    with pytest.raises(Exception, match="per-neuron tau is not supported"):
+        _run_neuron(node, X, NIR)  # the integer lowering's convention keeps one value
+
+
+def test_sinabs_iaf_sends_multi_spikes_and_subtracts_them() -> None:
+    n = 4
+    node = nir.IF(r=np.ones(n), v_threshold=np.full(n, 0.7))
+    x = X * 2.0
+    v, want = np.zeros((2, n)), []
+    for t in range(x.shape[1]):  # sinabs.layers.IAF: MultiSpike, MembraneSubtract
+        v = v + x[:, t]
+        s = np.where(v >= 0.7, np.floor(v / 0.7), 0.0)
+        v = v - 0.7 * s
+        want.append(s)
+    got = _run_neuron(node, x, CONVENTIONS["sinabs"])
+    assert got.max() >= 2
+    np.testing.assert_array_equal(got, np.stack(want, axis=1))
+
+
+def test_rockpool_cuba_decays_the_input_with_the_current() -> None:
+    n, dt, tau_syn, tau_mem = 4, 1e-3, 4e-3, 1e-2
+    node = nir.CubaLIF(tau_syn=np.full(n, tau_syn), tau_mem=np.full(n, tau_mem),
+                       r=np.full(n, 9.9), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                       w_in=np.ones(n))
+    a, b = np.exp(-dt / tau_mem), np.exp(-dt / tau_syn)
+    i = v = np.zeros((2, n))
+    want = []
+    for t in range(X.shape[1]):  # rockpool LIFTorch.forward (3.1)
+        i = b * (i + X[:, t])
+        v = a * v + i
+        s = np.where(v >= 1.0, np.floor(v), 0.0)
+        v = v - s
+        want.append(s)
+    got = _run_neuron(node, X, CONVENTIONS["rockpool"])
+    assert got.sum() > 0
+    np.testing.assert_allclose(got, np.stack(want, axis=1))
+
+
+def test_spikingjelly_fires_at_the_threshold_itself() -> None:
+    node = nir.IF(r=np.full(1, 1e4), v_threshold=np.ones(1), v_reset=np.zeros(1))
+    x = np.ones((1, 3, 1))  # dt·r·x = 1 = v_th exactly
+    assert _run_neuron(node, x, CONVENTIONS["spikingjelly"]).ravel().tolist() == [1, 1, 1]
+    strict = simulate_nir(_chain((1,), node, dt=1e-4), x, NIR)["n0"]  # NIR's v > v_th
+    assert strict.ravel().tolist() == [0, 1, 0]

@@ -1,0 +1,225 @@
+"""``make mutation``: cosmic-ray's mutants of the core modules, each against a fast,
+targeted test selection; outside CI.
+
+Cosmic-ray writes each mutant into the module file itself, so the run mutates a private
+copy of the tree (``runs/mutation/tree``) that imports ``lrfdyn`` from itself, ahead of
+the editable install: a killed run never leaves a mutated module in the working tree.
+
+For each module it builds cosmic-ray's work list (a reduced operator set: one swap per
+arithmetic operator, boundary swaps of comparisons, numbers, booleans, and/or, unary
+signs, break/continue, zero-iteration loops), checks that the selection passes on the
+unmutated copy, then runs a seeded random sample of the mutants within a time budget,
+shared between modules. Results go to ``runs/mutation/<module>.sqlite`` (``cr-report``
+reads them) and a summary to ``runs/mutation/summary.json`` and ``summary.md``.
+
+    python tests/mutation_run.py [--minutes 45] [--per-module N] [--only lower,report]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: module -> the tests that should kill its mutants (no training, little Lava).
+TARGETS: dict[str, list[str]] = {
+    "loihi/lower.py": [
+        "tests/test_mutants.py",
+        "tests/loihi/test_against_float.py::test_mlp_weights_are_the_float_weights_in_threshold_units[False]",
+        "tests/loihi/test_layers.py",
+        "tests/sim/test_simulate.py::test_synops_equal_a_hand_count",
+    ],
+    "loihi/neurons.py": [
+        "tests/test_mutants.py::test_norse_cuba_lif_ignores_w_in_and_nir_applies_it",
+        "tests/sim/test_nir_sim.py",
+        "tests/loihi/test_against_float.py::test_mlp_weights_are_the_float_weights_in_threshold_units[False]",
+    ],
+    "loihi/build.py": [
+        "tests/test_mutants.py",
+        "tests/sim/test_simulate.py::test_shortcut_delay_and_bias_are_spike_exact",
+        "tests/sim/test_simulate.py::test_reset_between_samples_equals_a_fresh_network",
+        "tests/sim/test_simulate.py::test_networks_that_cannot_drain_are_reset_and_stay_exact",
+    ],
+    "sim/reference.py": [
+        "tests/test_mutants.py",
+        "tests/loihi/test_layers.py",
+        "tests/sim/test_simulate.py::test_synops_equal_a_hand_count",
+        "tests/sim/test_simulate.py::test_shortcut_delay_and_bias_are_spike_exact",
+    ],
+    "sim/report.py": [
+        "tests/test_mutants.py",
+        "tests/sim/test_simulate.py::test_synops_equal_a_hand_count",
+        "tests/sim/test_simulate.py::test_a_real_disagreement_is_named_by_layer_sample_step_neuron",
+        "tests/sim/test_profile.py::test_synops_macs_and_memory_equal_a_hand_count",
+    ],
+}
+
+#: Operators kept (regexes on cosmic-ray's names); the rest multiply the mutants of one
+#: site without testing anything new.
+KEEP = [
+    r"core/ReplaceBinaryOperator_(Add_Sub|Sub_Add|Mul_Div|Div_Mul|FloorDiv_Mul|Pow_Mul"
+    r"|LShift_RShift|RShift_LShift|BitAnd_BitOr|BitOr_BitAnd|Mod_FloorDiv)$",
+    r"core/ReplaceComparisonOperator_(Lt_LtE|LtE_Lt|Gt_GtE|GtE_Gt|Eq_NotEq|NotEq_Eq"
+    r"|Is_IsNot|IsNot_Is)$",
+    r"core/ReplaceUnaryOperator_(USub_UAdd|Delete_Not)$",
+    r"core/(NumberReplacer|ReplaceTrueWithFalse|ReplaceFalseWithTrue|ReplaceAndWithOr"
+    r"|ReplaceOrWithAnd|ReplaceBreakWithContinue|ReplaceContinueWithBreak|ZeroIterationForLoop"
+    r"|AddNot)$",
+]
+
+
+def _copy_tree(work: Path) -> Path:
+    """A private copy of the sources and tests whose ``lrfdyn`` package imports from it.
+
+    pytest runs in the copy, whose folder comes first on ``sys.path``; links inside its
+    ``lrfdyn/`` to the subpackage folders (the package-dir mapping) make every
+    ``lrfdyn.*`` import resolve in the copy, ahead of the editable install's finder.
+    """
+    tree = work / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    ignore = shutil.ignore_patterns(".venv", "runs", ".git", "__pycache__", "*.egg-info",
+                                    ".pytest_cache")
+    shutil.copytree(ROOT, tree, ignore=ignore, symlinks=True)
+    for sub in ("train", "export", "loihi", "sim"):
+        (tree / "lrfdyn" / sub).symlink_to(tree / sub)
+    check = subprocess.run(
+        [sys.executable, "-c", "import lrfdyn.loihi.lower as m, lrfdyn.sim.report as r; "
+         "print(m.__file__); print(r.__file__)"], cwd=tree, capture_output=True, text=True)
+    files = check.stdout.split()
+    if check.returncode or not all(f.startswith(str(tree)) for f in files) or len(files) != 2:
+        raise SystemExit(f"the copy does not import from itself: {check.stdout}{check.stderr}")
+    return tree
+
+
+def _command(tests: list[str]) -> str:
+    return (f"{sys.executable} -m pytest -x -q -p no:cacheprovider "
+            f"-m 'not slow' {' '.join(tests)}")
+
+
+def _work_items(module: str):
+    import re
+
+    from cosmic_ray.commands.init import _all_work_items
+
+    keep = re.compile("|".join(KEEP))
+    return [w for w in _all_work_items([Path(module)], {})
+            if keep.match(w.mutations[0].operator_name)]
+
+
+def run(args: argparse.Namespace) -> dict:
+    from cosmic_ray.mutating import mutate_and_test
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    work = Path(args.out).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    tree = _copy_tree(work)
+    os.chdir(tree)
+    modules = [m for m in TARGETS if not args.only or Path(m).stem in args.only.split(",")]
+    deadline = time.monotonic() + 60 * args.minutes
+    rng = random.Random(args.seed)
+    plans = {}
+    for m in modules:
+        items = _work_items(m)
+        sample = rng.sample(items, min(args.per_module, len(items))) if args.per_module \
+            else items
+        plans[m] = (items, sample)
+        print(f"{m}: {len(items)} mutants, sampling {len(sample)}", flush=True)
+    summary: dict = {"minutes": args.minutes, "seed": args.seed, "modules": {}}
+    for i, m in enumerate(modules):
+        items, sample = plans[m]
+        cmd = _command(TARGETS[m])
+        t0 = time.monotonic()
+        for _ in range(2):  # once more: on a shared machine a run can be killed for memory
+            base = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+            if base.returncode == 0:
+                break
+        baseline_s = time.monotonic() - t0
+        if base.returncode != 0:  # a broken selection scores nothing: say so, go on
+            print(f"{m}: the test selection fails unmutated (rc {base.returncode}); skipped:\n"
+                  f"{(base.stdout + base.stderr)[-3000:]}", flush=True)
+            summary["modules"][m] = {"mutants_total": len(items), "sampled": len(sample),
+                                     "baseline_failed": True, "score": None,
+                                     "killed": 0, "survived": 0, "survivors": [],
+                                     "tests": TARGETS[m]}
+            continue
+        # Each remaining module gets an equal share of the time left.
+        share = (deadline - time.monotonic()) / (len(modules) - i)
+        stop = time.monotonic() + share
+        db_path = work / f"{Path(m).stem}.sqlite"
+        db_path.unlink(missing_ok=True)
+        counts = {"killed": 0, "survived": 0, "incompetent": 0, "no_test": 0, "not_run": 0}
+        survivors = []
+        with use_db(str(db_path), WorkDB.Mode.create) as db:
+            db.add_work_items(sample)
+            for item in sample:
+                if time.monotonic() > stop:
+                    counts["not_run"] += 1
+                    continue
+                res = mutate_and_test(item.mutations, cmd, timeout=max(60.0, 4 * baseline_s))
+                db.set_result(item.job_id, res)
+                if res.worker_outcome == WorkerOutcome.NO_TEST:
+                    counts["no_test"] += 1
+                elif res.test_outcome == TestOutcome.KILLED:
+                    counts["killed"] += 1
+                elif res.test_outcome == TestOutcome.SURVIVED:
+                    counts["survived"] += 1
+                    mu = item.mutations[0]
+                    survivors.append({"line": mu.start_pos[0], "operator": mu.operator_name,
+                                      "in": mu.definition_name,
+                                      "diff": "\n".join(l for l in (res.diff or "").splitlines()
+                                                        if l[:1] in "+-" and l[:3] not in
+                                                        ("+++", "---"))})
+                else:
+                    counts["incompetent"] += 1
+                print(f"  {m}:{item.mutations[0].start_pos[0]} "
+                      f"{item.mutations[0].operator_name}: "
+                      f"{res.test_outcome or res.worker_outcome}", flush=True)
+        ran = counts["killed"] + counts["survived"]
+        summary["modules"][m] = {
+            "mutants_total": len(items), "sampled": len(sample), **counts,
+            "score": round(counts["killed"] / ran, 4) if ran else None,
+            "baseline_s": round(baseline_s, 1), "tests": TARGETS[m], "survivors": survivors}
+        print(f"{m}: {counts} score {summary['modules'][m]['score']}", flush=True)
+    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (work / "summary.md").write_text(_markdown(summary))
+    return summary
+
+
+def _markdown(summary: dict) -> str:
+    lines = ["| module | mutants | sampled | run | killed | survived | score |",
+             "|---|---|---|---|---|---|---|"]
+    for m, r in summary["modules"].items():
+        ran = r["killed"] + r["survived"]
+        score = "n/a" if r["score"] is None else f"{100 * r['score']:.1f} %"
+        lines.append(f"| {m} | {r['mutants_total']} | {r['sampled']} | {ran} | {r['killed']} "
+                     f"| {r['survived']} | {score} |")
+    for m, r in summary["modules"].items():
+        for s in r["survivors"]:
+            lines.append(f"- survivor {m}:{s['line']} ({s['in']}) {s['operator']}: "
+                         f"`{s['diff'].strip()}`")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=45.0, help="time box for all modules")
+    p.add_argument("--per-module", type=int, default=0,
+                   help="random sample of mutants per module (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", help="comma-separated module stems, e.g. lower,report")
+    p.add_argument("--out", default=str(ROOT / "runs" / "mutation"))
+    summary = run(p.parse_args())
+    print(_markdown(summary))
+
+
+if __name__ == "__main__":
+    main()

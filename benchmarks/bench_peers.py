@@ -123,6 +123,25 @@ def _norse_mlp(lrf_model: torch.nn.Module):
     return Net()
 
 
+def _forward_row(label: str, status: str, make_peer, ours, images) -> Row:
+    """The peer's MLP forward against lrfdyn's, same weights, interleaved in one run."""
+    if not status.startswith("ok"):
+        return Row(group="peers", name=f"{label} spiking MLP forward", value=None, unit="s",
+                   target="optional peer", met=None, reason=f"skipped: {status}")
+    peer = make_peer(ours)
+    with torch.no_grad():
+        a, _ = ours(images)
+        b = peer(images)
+    t = measure_interleaved({"ours": lambda: ours(images)[0].sum(),
+                             "peer": lambda: peer(images).sum()}, repeats=7)
+    return Row(
+        group="peers", name=f"{label} {status[3:]} MLP 64-128-128-10, T=8, batch {BATCH}, "
+        "forward (autograd on)", value=t["peer"], unit="s",
+        baseline_name="lrfdyn SpikingMLP forward", baseline=t["ours"],
+        ratio=t["peer"]["median"] / t["ours"]["median"], ratio_label=f"{label} / lrfdyn",
+        target="informational", extra={"spike_agreement": float((a == b).float().mean())})
+
+
 def run(quick: bool = False) -> tuple[list[Row], dict]:
     set_threads()
     status = ensure_peers()
@@ -132,49 +151,15 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
     ours = build_model("mlp", {"in_features": 64, "hidden": [128, 128], "num_classes": 10,
                                "timesteps": 8})
     images = torch.rand(BATCH, 1, 8, 8)
-    rows: list[Row] = []
-    if not status["snntorch"].startswith("ok"):
-        rows.append(Row(group="peers", name="snnTorch spiking MLP forward", value=None,
-                        unit="s", target="optional peer", met=None,
-                        reason=f"skipped: {status['snntorch']}"))
-    else:
-        peer = _snntorch_mlp(ours)
-        with torch.no_grad():
-            a, _ = ours(images)
-            b = peer(images)
-        agree = float((a == b).float().mean())
-        t = measure_interleaved({"ours": lambda: ours(images)[0].sum(),
-                                 "peer": lambda: peer(images).sum()}, repeats=7)
-        rows.append(Row(
-            group="peers", name=f"snnTorch {status['snntorch'][3:]} MLP 64-128-128-10, T=8, "
-            f"batch {BATCH}, forward (autograd on)", value=t["peer"], unit="s",
-            baseline_name="lrfdyn SpikingMLP forward", baseline=t["ours"],
-            ratio=t["peer"]["median"] / t["ours"]["median"], ratio_label="snnTorch / lrfdyn",
-            target="informational",
-            extra={"spike_agreement": agree}))
     try:
         import norse.torch  # noqa: F401
 
         status["norse"] = f"ok {metadata.version('norse')}"
     except Exception as exc:  # noqa: BLE001
         status["norse"] = f"not installed ({type(exc).__name__}; make test-peers installs it)"
-    if not status["norse"].startswith("ok"):
-        rows.append(Row(group="peers", name="Norse spiking MLP forward", value=None, unit="s",
-                        target="optional peer", met=None, reason=f"skipped: {status['norse']}"))
-    else:
-        peer = _norse_mlp(ours)
-        with torch.no_grad():
-            a, _ = ours(images)
-            b = peer(images)
-        agree = float((a == b).float().mean())
-        t = measure_interleaved({"ours": lambda: ours(images)[0].sum(),
-                                 "peer": lambda: peer(images).sum()}, repeats=7)
-        rows.append(Row(
-            group="peers", name=f"Norse {status['norse'][3:]} MLP 64-128-128-10, T=8, "
-            f"batch {BATCH}, forward (autograd on)", value=t["peer"], unit="s",
-            baseline_name="lrfdyn SpikingMLP forward", baseline=t["ours"],
-            ratio=t["peer"]["median"] / t["ours"]["median"], ratio_label="Norse / lrfdyn",
-            target="informational", extra={"spike_agreement": agree}))
+    rows = [_forward_row(label, status[key], make, ours, images)
+            for key, label, make in (("snntorch", "snnTorch", _snntorch_mlp),
+                                     ("norse", "Norse", _norse_mlp))]
     return rows, {"peers": status}
 
 

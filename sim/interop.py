@@ -240,8 +240,9 @@ def _dt_from_r(graph: nir.NIRGraph) -> float | None:
 
 
 def io_types_fixed(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
-    """Input/Output types that carry a batch and a time axis (Rockpool writes (1, T, n))
-    read as the n their neighbour holds; nir.read rejects such graphs with type checking."""
+    """Input/Output types that carry a batch axis (Norse: (1, n)) or a batch and a time
+    axis (Rockpool: (1, T, n)) read as the n their neighbour holds; nir.read rejects such
+    graphs with type checking."""
     notes = []
     nodes = dict(graph.nodes)
     for name, node in graph.nodes.items():
@@ -260,14 +261,15 @@ def io_types_fixed(graph: nir.NIRGraph) -> tuple[nir.NIRGraph, list[str]]:
                     type(other) in NEURON_LOWERINGS:
                 declared = np.atleast_1d(next(iter(other.output_type.values()), []))
                 want = tuple(int(v) for v in declared) if declared.size else None
-        if (want is None or len(shape) < len(want) + 2 or shape[-len(want):] != want
+        # (1, n) (Norse) or (1, T, n) (Rockpool): leading batch (and time) axes.
+        if (want is None or len(shape) < len(want) + 1 or shape[-len(want):] != want
                 or shape[0] != 1):
             continue
         fixed_shape = np.array(want)
         nodes[name] = nir.Input(input_type={"input": fixed_shape}) \
             if isinstance(node, nir.Input) else nir.Output(output_type={"output": fixed_shape})
-        notes.append(f"{name}: its type {_fmt_shape(shape)} holds a batch and a time axis "
-                     f"(Rockpool); read as {_fmt_shape(want)}")
+        notes.append(f"{name}: its type {_fmt_shape(shape)} holds a batch (and time) axis; "
+                     f"read as {_fmt_shape(want)}")
     if not notes:
         return graph, notes
     return nir.NIRGraph(nodes=nodes, edges=graph.edges, type_check=False,

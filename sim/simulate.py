@@ -37,6 +37,10 @@ def read_graph(path: str | os.PathLike[str]) -> nir.NIRGraph:
         # nir's type inference adds Input nodes to dangling graphs: check the file's own.
         if isinstance(raw, nir.NIRGraph):
             check_endpoints(raw, path)
+            from lrfdyn.sim.interop import io_types_fixed
+
+            # Peers write batch/time axes into Input/Output types ((1, n), (1, T, n)).
+            raw, _ = io_types_fixed(raw)
         graph = with_group_types(raw)
     except NIRFileError:
         raise

@@ -378,6 +378,24 @@ def test_rockpool_io_types_and_dt_are_recovered() -> None:
     fixed_g, notes = io_types_fixed(g)
     assert list(fixed_g.nodes["input"].input_type["input"]) == [4]
     assert list(fixed_g.nodes["output"].output_type["output"]) == [n]
-    assert notes[0] == "input: its type (1, 25, 4) holds a batch and a time axis " \
-        "(Rockpool); read as (4,)"
+    assert notes[0] == "input: its type (1, 25, 4) holds a batch (and time) axis; " \
+        "read as (4,)"
     assert _dt_from_r(fixed_g) == pytest.approx(dt, rel=1e-5)
+
+
+def test_a_file_with_batch_axes_in_its_io_types_is_read(tmp_path) -> None:
+    """Norse writes Input/Output types (1, n): `simulate` reads such a file, not refuses it."""
+    from lrfdyn.sim.simulate import read_graph
+
+    n = 4
+    g = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([1, n])}),
+        "lin": nir.Linear(weight=np.eye(n) * 2.0),
+        "lif": nir.LIF(tau=np.full(n, 1e-2), r=np.ones(n), v_leak=np.zeros(n),
+                       v_threshold=np.ones(n), v_reset=np.zeros(n)),
+        "output": nir.Output(output_type={"output": np.array([1, n])})},
+        edges=[("input", "lin"), ("lin", "lif"), ("lif", "output")], type_check=False)
+    nir.write(tmp_path / "g.nir", g)
+    got = read_graph(tmp_path / "g.nir")
+    assert list(got.nodes["input"].input_type["input"]) == [n]
+    assert list(got.nodes["output"].output_type["output"]) == [n]

@@ -222,3 +222,16 @@ def test_a_hung_worker_times_out_in_one_line(mlp_nir, tmp_path) -> None:
     _assert_one_line(err, "lrfdyn: error: Lava failed on sample")
     assert "no progress for 8 s" in err
     assert took < 8 + EXIT_WITHIN_S, took
+
+
+def test_the_watchdog_bound_grows_with_the_first_sample() -> None:
+    """A network whose samples outlast the minimum must not be called hung at its second
+    sample: the first run call (compilation included) bounds the later ones."""
+    from lrfdyn.sim.lava_run import _Guard, _MIN_TIMEOUT_S
+
+    guard = _Guard()
+    guard.ran(80.0)  # the first sample of a big network, compilation included
+    assert guard.run_timeout() >= 20 * 80.0
+    small = _Guard()
+    small.ran(0.5)
+    assert small.run_timeout() == _MIN_TIMEOUT_S

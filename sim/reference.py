@@ -168,6 +168,9 @@ def run_reference(
     reach: dict[str, int] = {}
     for s in net.synapses:
         reach[s.src] = max(reach.get(s.src, 0), s.lag + int(s.recurrent))
+    # int32 layer outputs are summed in int32 only where the group's total bound fits it.
+    acc = {g: torch.int32 if sum(layer.reach for layer in incoming[g]) < (1 << 31) - 1
+           else torch.int64 for g in net.groups}
     # LIF groups with shift decays run TorchLif (int32 where their input bound allows).
     kernels = {g: fixed.TorchLif.build(grp.params, grp.spiking,
                                        sum(layer.reach for layer in incoming[g]), device)
@@ -222,7 +225,8 @@ def run_reference(
                     s = layer.spec
                     lagged = sent(s.src, t - s.lag - int(s.recurrent), t, now)
                     if lagged is not None and (lagged is ones or bool(lagged.any())):
-                        a_in = layer(lagged) if a_in is None else a_in + layer(lagged)
+                        y = layer(lagged).to(acc[g])
+                        a_in = y if a_in is None else a_in + y
                 if a_in is None:
                     a_in = torch.zeros((batch, grp.size), dtype=torch.int64, device=device)
             if grp.graded:

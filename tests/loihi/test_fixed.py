@@ -723,3 +723,24 @@ def test_torch_lif_drops_wrap_and_clip_only_when_unreachable() -> None:
     assert fixed.TorchLif.build(p, True, float(1 << 17), "cpu").wraps  # −2^23 wraps to +2^23
     assert fixed.TorchLif.build(p, True, float(1 << 24) - 1, "cpu").dtype == torch.int32
     assert fixed.TorchLif.build(p, True, float(1 << 24), "cpu").dtype == torch.int64
+
+
+def test_reference_sums_int32_layers_in_int64_where_their_total_could_overflow() -> None:
+    """Each layer's bound fits int32, their sum does not: the group must add in int64."""
+    torch = pytest.importorskip("torch")
+    import scipy.sparse as sp
+
+    from lrfdyn.loihi.lower import InputSpec, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec
+    from lrfdyn.sim.reference import run_reference
+
+    big = (1 << 30) - 1  # one layer's worst case stays below 2^30 (int32 output)
+    n = 3
+    syn = [SynapseSpec(name=f"in{i}", src="in", dst="r", weights=sp.csr_matrix(np.eye(n)),
+                       weight_exp=0) for i in range(3)]
+    net = LoweredNetwork(input=InputSpec(name="in", size=n, levels=big, timesteps=1),
+                         groups={"r": NeuronGroup(name="r", size=n, params=RelayParams(0),
+                                                  spiking=False, kind="relay")},
+                         synapses=syn, output="r", dt=1e-3)
+    assert net.groups["r"].graded
+    out = run_reference(net, np.full((1, n), big))
+    assert (out["r"][0, 0] == 3 * big).all()  # int32 would have wrapped to a negative

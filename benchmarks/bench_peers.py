@@ -57,70 +57,56 @@ def ensure_peers() -> dict[str, str]:
     return status
 
 
-def _snntorch_mlp(lrf_model: torch.nn.Module):
-    import snntorch as snn
+def _copied_linears(lrf_model: torch.nn.Module, scale: float) -> torch.nn.ModuleList:
+    """lrfdyn's Linear layers copied, weights and biases times ``scale``."""
     from torch import nn
 
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            lins = [m for m in lrf_model.layers if isinstance(m, nn.Linear)]
-            self.fcs = nn.ModuleList()
-            for lin in lins:
-                fc = nn.Linear(lin.in_features, lin.out_features)
-                with torch.no_grad():
-                    fc.weight.copy_(lin.weight / 2)
-                    fc.bias.copy_(lin.bias / 2)
-                self.fcs.append(fc)
-            self.lifs = nn.ModuleList(
-                snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero") for _ in lins)
-            self.steps = lrf_model.cfg.timesteps
+    fcs = nn.ModuleList()
+    for lin in (m for m in lrf_model.layers if isinstance(m, nn.Linear)):
+        fc = nn.Linear(lin.in_features, lin.out_features)
+        with torch.no_grad():
+            fc.weight.copy_(lin.weight * scale)
+            fc.bias.copy_(lin.bias * scale)
+        fcs.append(fc)
+    return fcs
 
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            x0 = images.flatten(1)
-            mems = [lif.reset_mem() for lif in self.lifs]
-            out = []
-            for _ in range(self.steps):
-                x = x0
-                for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
-                    x, mems[i] = lif(fc(x), mems[i])
-                out.append(x)
-            return torch.stack(out)
 
-    return Net()
+class _PeerMLP(torch.nn.Module):
+    """Linear → peer LIF chains over T steps; ``init_state(lif)`` is the peer's first state."""
+
+    def __init__(self, fcs, lifs, steps: int, init_state) -> None:
+        super().__init__()
+        self.fcs, self.lifs, self.steps, self.init_state = fcs, lifs, steps, init_state
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x0 = images.flatten(1)
+        states = [self.init_state(lif) for lif in self.lifs]
+        out = []
+        for _ in range(self.steps):
+            x = x0
+            for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
+                x, states[i] = lif(fc(x), states[i])
+            out.append(x)
+        return torch.stack(out)
+
+
+def _snntorch_mlp(lrf_model: torch.nn.Module):
+    import snntorch as snn
+
+    # snnTorch's Leaky is v <- beta·v + x: lrfdyn's 1/τ = 0.5 goes into the weights.
+    fcs = _copied_linears(lrf_model, 0.5)
+    lifs = torch.nn.ModuleList(snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero")
+                               for _ in fcs)
+    return _PeerMLP(fcs, lifs, lrf_model.cfg.timesteps, lambda lif: lif.reset_mem())
 
 
 def _norse_mlp(lrf_model: torch.nn.Module):
     import norse.torch as nt
-    from torch import nn
 
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            lins = [m for m in lrf_model.layers if isinstance(m, nn.Linear)]
-            self.fcs = nn.ModuleList()
-            for lin in lins:
-                fc = nn.Linear(lin.in_features, lin.out_features)
-                with torch.no_grad():
-                    fc.weight.copy_(lin.weight)
-                    fc.bias.copy_(lin.bias)
-                self.fcs.append(fc)
-            p = nt.LIFBoxParameters(tau_mem_inv=torch.tensor(500.0), v_th=torch.tensor(1.0))
-            self.lifs = nn.ModuleList(nt.LIFBoxCell(p) for _ in lins)
-            self.steps = lrf_model.cfg.timesteps
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            x0 = images.flatten(1)
-            states = [None] * len(self.lifs)
-            out = []
-            for _ in range(self.steps):
-                x = x0
-                for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
-                    x, states[i] = lif(fc(x), states[i])
-                out.append(x)
-            return torch.stack(out)
-
-    return Net()
+    fcs = _copied_linears(lrf_model, 1.0)
+    p = nt.LIFBoxParameters(tau_mem_inv=torch.tensor(500.0), v_th=torch.tensor(1.0))
+    lifs = torch.nn.ModuleList(nt.LIFBoxCell(p) for _ in fcs)
+    return _PeerMLP(fcs, lifs, lrf_model.cfg.timesteps, lambda lif: None)
 
 
 def _forward_row(label: str, status: str, make_peer, ours, images) -> Row:

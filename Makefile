@@ -45,11 +45,13 @@ test-peers: $(PEERS_STAMP)
 bench: install
 	$(PY) benchmarks/run_all.py
 
-# Mutation testing (outside CI): cosmic-ray's mutants of the core modules, each against a
-# targeted test selection, in a private copy of the tree; time-boxed, sampled per module.
-# Results: runs/mutation/summary.md (and .json, one cosmic-ray .sqlite per module).
+# Mutation testing (outside CI): cosmic-ray's mutants of the core modules, each against
+# that module's fast unit tests (MUTATION_ARGS="... --selection broad" adds the Lava
+# integration tests, minutes per mutant), in a private copy of the tree; time-boxed,
+# sampled per module (seeded). Results: runs/mutation/summary.md (and .json, one
+# cosmic-ray .sqlite per module).
 MUTATION_STAMP := $(VENV)/.lrfdyn-mutation-installed
-MUTATION_ARGS ?= --minutes 45 --per-module 40
+MUTATION_ARGS ?= --minutes 60 --per-module 50
 $(MUTATION_STAMP): $(STAMP)
 	$(PIP) install -q cosmic-ray==8.7.0
 	touch $(MUTATION_STAMP)

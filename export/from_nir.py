@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lrfdyn.errors import ValidationError
+from lrfdyn.nir_types import graded_extension
 from lrfdyn.train.surrogate import spike_fn
 
 
@@ -78,6 +79,23 @@ class Scale(nn.Module):
         if s.dim() == 1 and x.dim() > 2:  # per channel on (B, C, ...)
             s = s.reshape(-1, *([1] * (x.dim() - 2)))
         return x * s
+
+
+class Graded(nn.Module):
+    """lrfdyn's graded extension node: the summed input, rectified where it says so."""
+
+    def __init__(self, rectify: bool) -> None:
+        super().__init__()
+        self.rectify = rectify
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) if self.rectify else x
+
+
+def scale_or_graded(node: nir.Scale) -> nn.Module:
+    """A Scale, or the graded extension node its metadata marks it as."""
+    rectify = graded_extension(node)
+    return Scale(node) if rectify is None else Graded(rectify)
 
 
 def flatten(node: nir.Flatten) -> nn.Flatten:
@@ -169,7 +187,7 @@ def nir_to_module(graph: nir.NIRGraph) -> nn.Module:
         nir.LIF: lambda node: EulerLIF(node, dt),
         nir.Affine: affine_to_linear,
         nir.Threshold: Threshold,
-        nir.Scale: Scale,
+        nir.Scale: scale_or_graded,
         nir.Flatten: flatten,
         nir.Conv2d: conv2d,
     }

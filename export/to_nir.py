@@ -42,6 +42,8 @@ class GraphBuilder:
     def __init__(self) -> None:
         self.nodes: dict[str, nir.NIRNode] = {}
         self.edges: list[tuple[str, str]] = []
+        #: Graph metadata an exporter adds (e.g. the NIR extensions it used).
+        self.metadata: dict[str, object] = {}
 
     def add(self, name: str, node: nir.NIRNode, *sources: str) -> str:
         if name in self.nodes:
@@ -123,6 +125,7 @@ def model_to_nir(model: nn.Module, input_shape: tuple[int, ...], timesteps: int)
         "input_encoding": "graded",
         "input_levels": INPUT_LEVELS,
         "image_shape": list(input_shape),
+        **g.metadata,
     })
     return graph
 

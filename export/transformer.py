@@ -19,8 +19,19 @@ each operation is a standard NIR node:
   same LIF node (NIR sums the edges entering a node);
 * the head's mean over tokens → ``AvgPool2d`` over the grid, ``Flatten``, ``Affine``.
 
-Variants that multiply two activations (SSA, LRF-SSA, STAtten, A²OS²A) have no
-NIR 1.0 form and are refused with an error naming the block.
+SSA and LRF-SSA multiply activations, which NIR 1.0 cannot express; they use
+lrfdyn's ``graded`` extension node (:func:`lrfdyn.nir_types.graded_node`). Per head,
+``Q·(Kᵀ·V)`` becomes exact integer operations (:func:`ssa_attention`):
+
+* ``KV[i, j] = K[i] AND V[j]`` per token: a memoryless ``Threshold`` at 1.5 fed by two
+  1×1 convs that pick channel i of K and j of V;
+* ``M = Σ_tokens KV``: a conv over the whole grid into a graded node (the count);
+* ``P[n, i, j] = Q[n, i]·M[i, j] = max(M[i, j] + N·Q[n, i] − N, 0)``, exact because
+  ``0 ≤ M ≤ N`` and Q is binary: a rectifying graded node fed by M (broadcast to every
+  token) and by ``N·Q − N``;
+* ``Σ_i P[n, i, j]·s``: a 1×1 conv into the attention LIF.
+
+STAtten and A²OS²A are refused with an error naming the block and what is missing.
 """
 
 from __future__ import annotations
@@ -31,19 +42,20 @@ from torch import nn
 
 from lrfdyn.errors import UnsupportedNodeError
 from lrfdyn.export.to_nir import GraphBuilder, lif_node, register
-from lrfdyn.nir_types import grouped_input_type
+from lrfdyn.nir_types import EXTENSION_VERSION, EXTENSIONS_USED, GRADED, graded_node, \
+    grouped_input_type
 from lrfdyn.train.functional import dendrite as dfn
-from lrfdyn.train.models.attention import AND_THRESHOLD, LinearBN, LRFDyn
+from lrfdyn.train.models.attention import AND_THRESHOLD, SSA, LinearBN, LRFDyn, LRFSSA
 from lrfdyn.train.models.spikformer import ConvBN, Spikformer
 
 import nir
 
-#: Why each non-exportable attention variant cannot be written as NIR 1.0.
+#: Why each attention variant that does not export yet cannot (what its lowering lacks).
 PRODUCT_BLOCKS = {
-    "ssa": "Q·(Kᵀ·V) multiplies activations",
-    "lrf_ssa": "its SSA term Q·(Kᵀ·V) multiplies activations",
-    "statten": "Q·(Kᵀ·V) over time blocks multiplies activations",
-    "a2os2a": "Q·Kᵀ and R·V multiply activations",
+    "statten": "its Q·(Kᵀ·V) sums over blocks of time steps, so a step's output waits for "
+               "later steps, which needs step-periodic gating that is not built",
+    "a2os2a": "its ternary Q and K need a LIF whose two thresholds share one reset, which "
+              "stock Loihi neurons cannot express and lrfdyn has not built",
 }
 
 
@@ -106,6 +118,74 @@ def token_kernel_2d(kernel: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def qkv_spikes(g: GraphBuilder, name: str, m: nn.Module, kind: str, src: str,
+               shape: tuple[int, int, int]) -> str:
+    """``SN(BN(Linear_kind(x)))`` for kind in q, k, v: the conv and its LIF."""
+    cur = linear_bn(g, f"{name}.{kind}", getattr(m, kind), src, shape)
+    return g.add(f"{name}.{kind}_lif", lif_node(getattr(m, f"{kind}_lif"), shape), cur)
+
+
+def pair_convs(d: int, heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grouped 1×1 kernels of the per-head pair layout, row (head, i, j) = h·dh² + i·dh + j.
+
+    Returns ``first`` (groups = d: each channel h·dh+i copied to its dh pairs),
+    ``second`` (groups = heads: pair (h, i, j) picks channel h·dh+j of its head) and
+    ``total`` (groups = heads: channel h·dh+j sums its head's pairs (·, j)). Kept grouped,
+    the kernels store d·dh, d·dh² and d·dh² weights instead of d²·dh each.
+    """
+    dh = d // heads
+    pairs = heads * dh * dh
+    first = np.ones((pairs, 1, 1, 1))
+    second = np.zeros((pairs, dh, 1, 1))
+    rows = np.arange(pairs)
+    second[rows, rows % dh, 0, 0] = 1.0
+    total = np.zeros((d, dh * dh, 1, 1))
+    for c in range(d):
+        total[c, (c % dh) + dh * np.arange(dh), 0, 0] = 1.0
+    return first, second, total
+
+
+def ssa_attention(g: GraphBuilder, name: str, m: SSA | LRFSSA, src: str,
+                  shape: tuple[int, int, int]) -> str:
+    """Nodes of one SSA or LRF-SSA attention (module docstring); returns the attention
+    LIF, whose input is ``(1−λ)·s·Q(KᵀV) + λ·Σ_δ DWConv_δ(V)`` (λ = 0 for SSA)."""
+    cfg = m.cfg
+    d, hgt, wid = shape
+    n_tok = hgt * wid
+    pairs = cfg.heads * (d // cfg.heads) ** 2
+    q, k, v = (qkv_spikes(g, name, m, kind, src, shape) for kind in ("q", "k", "v"))
+    first, second, total = pair_convs(d, cfg.heads)
+    pair_shape = (pairs, hgt, wid)
+    zeros = np.zeros(pairs)
+    g.add(f"{name}.kv.k", _conv(first, zeros, shape, groups=d), k)
+    g.add(f"{name}.kv.v", _conv(second, zeros, shape, groups=cfg.heads), v)
+    kv = g.add(f"{name}.kv", nir.Threshold(threshold=np.full(pair_shape, AND_THRESHOLD,
+                                                             np.float32)),
+               f"{name}.kv.k", f"{name}.kv.v")
+    ones = np.ones((pairs, 1, hgt, wid))
+    g.add(f"{name}.kv.sum", _conv(ones, zeros, pair_shape, groups=pairs), kv)
+    count = g.add(f"{name}.kv_count", graded_node((pairs, 1, 1), rectify=False),
+                  f"{name}.kv.sum")
+    # M back to every token: an H×W kernel over the 1×1 count, padded to the grid.
+    g.add(f"{name}.qm.m", _conv(ones, zeros, (pairs, 1, 1), padding=(hgt - 1, wid - 1),
+                                groups=pairs), count)
+    g.add(f"{name}.qm.q", _conv(n_tok * first, np.full(pairs, -n_tok), shape, groups=d), q)
+    qm = g.add(f"{name}.qm", graded_node(pair_shape, rectify=True),
+               f"{name}.qm.m", f"{name}.qm.q")
+    lam = float(m.lam.detach()) if isinstance(m, LRFSSA) else 0.0
+    currents = [g.add(f"{name}.qkv", _conv((1.0 - lam) * cfg.scale * total, np.zeros(d),
+                                           pair_shape, groups=cfg.heads), qm)]
+    if isinstance(m, LRFSSA):
+        for i, lrf in enumerate(m.lrf.convs):
+            dl = lrf.dilation[0]
+            bias = lrf.bias.detach().double().numpy() if lrf.bias is not None else np.zeros(d)
+            currents.append(g.add(f"{name}.lrf.{i}", _conv(
+                lam * lrf.weight.detach().double().numpy(), lam * bias, shape,
+                padding=(dl, dl), dilation=dl, groups=d), v))
+    g.metadata[EXTENSIONS_USED] = f"{GRADED}/{EXTENSION_VERSION}"
+    return g.add(f"{name}.attn_lif", lif_node(m.attn_lif, shape), *currents)
+
+
 def lrf_dyn_attention(g: GraphBuilder, name: str, m: LRFDyn, src: str,
                       shape: tuple[int, int, int]) -> str:
     """Nodes of one LRF-Dyn attention; returns the node whose spikes feed the projection."""
@@ -114,8 +194,7 @@ def lrf_dyn_attention(g: GraphBuilder, name: str, m: LRFDyn, src: str,
     d = shape[0]
 
     def spikes(kind: str) -> str:
-        cur = linear_bn(g, f"{name}.{kind}", getattr(m, kind), src, shape)
-        return g.add(f"{name}.{kind}_lif", lif_node(getattr(m, f"{kind}_lif"), shape), cur)
+        return qkv_spikes(g, name, m, kind, src, shape)
 
     u = spikes("v")
     if cfg.token == "kv":
@@ -154,11 +233,12 @@ def lrf_dyn_attention(g: GraphBuilder, name: str, m: LRFDyn, src: str,
 @register(Spikformer)
 def spikformer(g: GraphBuilder, m: Spikformer, name: str, src: str) -> str:
     cfg = m.cfg
-    if cfg.attention != "lrf_dyn":
+    if cfg.attention in PRODUCT_BLOCKS:
         raise UnsupportedNodeError(
-            f"blocks.0.attn ({cfg.attention}): {PRODUCT_BLOCKS.get(cfg.attention, 'unknown')}, "
-            "and NIR 1.0 has no product node; only lrf_dyn attention can be exported"
+            f"blocks.0.attn ({cfg.attention}): {PRODUCT_BLOCKS[cfg.attention]}; lrfdyn "
+            "exports lrf_dyn, ssa and lrf_ssa attention"
         )
+    attention = lrf_dyn_attention if cfg.attention == "lrf_dyn" else ssa_attention
     shape = _out_shape(g, src)
     cur = src
     for i, stage in enumerate(m.stem):
@@ -173,7 +253,7 @@ def spikformer(g: GraphBuilder, m: Spikformer, name: str, src: str) -> str:
     s = g.add("tokens", lif_node(m.token_lif, shape), *currents)
     for b, block in enumerate(m.blocks):
         pre = f"blocks.{b}"
-        attn = lrf_dyn_attention(g, f"{pre}.attn", block.attn, s, shape)
+        attn = attention(g, f"{pre}.attn", block.attn, s, shape)
         currents.append(linear_bn(g, f"{pre}.attn.proj", block.attn.proj, attn, shape))
         s = g.add(f"{pre}.attn_out", lif_node(block.attn_out, shape), *currents)
         hidden = block.fc1.linear.out_features
@@ -191,3 +271,41 @@ def spikformer(g: GraphBuilder, m: Spikformer, name: str, src: str) -> str:
                                        bias=m.head.bias.detach().numpy().astype(np.float32)),
                  flat)
     return g.add("head", lif_node(m.head_lif, (cfg.num_classes,)), head)
+
+
+def spikformer_config(graph: nir.NIRGraph) -> dict[str, object]:
+    """The Spikformer config that :func:`spikformer` exported ``graph`` from, read back off
+    its node names and shapes (the fields that shape the network; τ and thresholds stay
+    at their defaults). Any attention variant: the memory table rebuilds the others at
+    the same shape from it."""
+    from lrfdyn.errors import ValidationError
+
+    nodes = graph.nodes
+    meta = graph.metadata
+    if "blocks.0.attn.attn_lif" not in nodes or "image_shape" not in meta:
+        raise ValidationError("not a Spikformer exported by `lrfdyn export`; re-export it")
+    c, h, _ = (int(v) for v in np.asarray(meta["image_shape"]).ravel())
+    d = int(np.asarray(nodes["tokens"].tau).shape[0])
+    depth = len({n.split(".")[1] for n in nodes if n.startswith("blocks.")})
+    strides = [int(np.atleast_1d(nodes[f"stem.{i}"].stride)[0])
+               for i in range(sum(1 for n in nodes if n.startswith("stem.")
+                                  and n.count(".") == 1 and n.split(".")[1].isdigit()))]
+    dend = nodes.get("blocks.0.attn.dendrite")
+    cfg: dict[str, object] = dict(
+        img_size=h, in_channels=c, num_classes=int(np.asarray(nodes["head.fc"].weight).shape[0]),
+        dim=d, depth=depth, timesteps=int(meta["timesteps"]), stem_strides=strides,
+        mlp_ratio=np.asarray(nodes["blocks.0.fc1"].weight).shape[0] / d,
+        rpe="rpe_lif" in nodes,
+        lrf_dilations=sorted({int(np.atleast_1d(nodes[n].dilation)[0]) for n in nodes
+                              if n.startswith("blocks.0.attn.lrf.")}) or [3, 5])
+    if dend is not None:
+        cfg.update(attention="lrf_dyn", heads=int(np.asarray(dend.metadata["heads"])),
+                   k_dendrites=int(np.asarray(dend.metadata["k"])),
+                   token="kv" if "blocks.0.attn.u" in nodes else "v",
+                   gate="q" if "blocks.0.attn.gate" in nodes else "none")
+    else:
+        pairs = int(np.asarray(nodes["blocks.0.attn.kv_count"].scale).shape[0])
+        dh = pairs // d  # pairs = heads·dh² = d·dh
+        cfg.update(attention="lrf_ssa" if "blocks.0.attn.lrf.0" in nodes else "ssa",
+                   heads=d // dh)
+    return cfg

@@ -4,8 +4,9 @@ One process per neuron group and per synapse layer, a ``RingBuffer`` source
 that holds the integer input of every sample back to back, and a
 :class:`~lrfdyn.loihi.processes.recorder.SpikeRecorder` on every group:
 
-* LIF groups are Lava's ``LIF``; relays are ``GradedVec`` (exponent 0) or
-  ``ProdNeuron`` (a shifter: ``(a_in1·a_in2) >> exp`` with a constant 1 on ``a_in2``);
+* LIF groups are Lava's ``LIF``; relays are ``GradedVec`` (exponent 0),
+  ``ProdNeuron`` (a shifter: ``(a_in1·a_in2) >> exp`` with a constant 1 on ``a_in2``)
+  or, for a rectifying graded node, ``GradedReluVec``;
 * conv layers are Lava's ``Conv``, with the kernel stored once (its fast CPU model is
   :mod:`lrfdyn.loihi.processes.conv`); explicit layers are ``Dense`` or ``Sparse``,
   with their ``Delay`` variants where lowering padded a shortcut.
@@ -186,10 +187,12 @@ def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> Abst
     """Lava's LIF, :class:`NirLIF` where a float group resets late or never spikes, or a
     stock graded neuron for a relay."""
     if g.graded:
-        from lava.proc.graded.process import GradedVec
+        from lava.proc.graded.process import GradedReluVec, GradedVec
         from lava.proc.prodneuron.process import ProdNeuron
 
         p = g.params if isinstance(g.params, RelayParams) else RelayParams()
+        if p.rectify:  # sends v·(v > vth): max(v, 0) at vth = 0
+            return GradedReluVec(shape=(g.size,), vth=0, exp=0)
         # vth = 0: every non-zero value passes (both send v·(|v| > vth)).
         return ProdNeuron(shape=(g.size,), vth=0, exp=p.exp) if p.prod else \
             GradedVec(shape=(g.size,), vth=0, exp=0)

@@ -75,6 +75,7 @@ from lrfdyn.loihi.layers import (
 )
 from lrfdyn.loihi.linear import Expression, Tap
 from lrfdyn.loihi.neurons import NEURON_LOWERINGS, NIR, Convention, Dynamics
+from lrfdyn.nir_types import graded_extension
 
 #: Lowering format version, recorded in simulate reports and netx files.
 LOWERING_VERSION = 2
@@ -229,10 +230,12 @@ class SynapseSpec:
 @dataclass(frozen=True)
 class RelayParams:
     """A relay's output is ``(Σ a_in) >> exp``: ``ProdNeuron`` (a shifter, whose constant
-    ``a_in2`` is 1) where ``shifter`` or exp > 0, else ``GradedVec``."""
+    ``a_in2`` is 1) where ``shifter`` or exp > 0, else ``GradedVec``; with ``rectify``,
+    ``max(Σ a_in, 0)`` (stock ``GradedReluVec``)."""
 
     exp: int = 0
     shifter: bool = False
+    rectify: bool = False
 
     @property
     def prod(self) -> bool:
@@ -326,6 +329,8 @@ _FIXED_ROLES = {nir.Input: "input", nir.Output: "output", nir.Delay: "delay"}
 
 
 def _role(node: nir.NIRNode) -> str | None:
+    if graded_extension(node) is not None:
+        return "graded"  # lrfdyn's extension; its carrier type means nothing here
     t = type(node)
     if t in _FIXED_ROLES:
         return _FIXED_ROLES[t]
@@ -387,6 +392,9 @@ class GroupPlan:
     inputs: Expression
     #: A relay that scales a LIF's conv input (always a ProdNeuron, so its form is fixed).
     shifter: bool = False
+    #: A graded extension node (lrfdyn.nir_types.graded_node): exact integers, scale 1.
+    exact: bool = False
+    rectify: bool = False
 
     @property
     def kind(self) -> str:
@@ -470,7 +478,7 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
 
     def sent_by(n: str) -> Expression:
         """What node ``n`` passes downstream, as terms of group outputs and the input."""
-        if role[n] in ("input", "neuron"):
+        if role[n] in ("input", "neuron", "graded"):
             return Expression.source(n, shape_of(n))
         if n in relays:
             return Expression.source(n, relays[n].shape)
@@ -534,7 +542,7 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
             shapes[n] = inputs[n].shape
         return shapes[n]
 
-    neurons = [n for n in graph.nodes if role[n] == "neuron"]
+    neurons = [n for n in graph.nodes if role[n] in ("neuron", "graded")]
     for n in neurons:
         shape_of(n)
     all_inputs = {**inputs, **relays}
@@ -543,6 +551,9 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
     for n in order:
         if n in relays:
             plans.append(GroupPlan(n, None, relays[n]))
+        elif role[n] == "graded":
+            plans.append(GroupPlan(n, None, inputs[n], exact=True,
+                                   rectify=bool(graded_extension(graph.nodes[n]))))
         else:
             node = graph.nodes[n]
             plans.append(GroupPlan(n, NEURON_LOWERINGS[type(node)](node, dt, n, conv),
@@ -596,11 +607,14 @@ def _group_order(
 
 
 def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None = None,
-          levels: int | None = None, shared: bool = True) -> LoweredNetwork:
+          levels: int | None = None, shared: bool = True,
+          quantizer: Any = None) -> LoweredNetwork:
     """Lower a NIR graph to Loihi integers (typed synapse layers, LIF groups, relays).
 
     ``shared=False`` is the first lowering: every chain fused into one explicit matrix
     per (source, target), no relays; kept as the baseline that benchmarks measure against.
+    ``quantizer`` replaces :class:`_Quantizer` (called as ``quantizer(wiring, plans)``):
+    :class:`lrfdyn.loihi.fine.FineQuantizer` for NIR interop graphs.
 
     Raises:
         UnsupportedNodeError: for node types, parameters or topologies Loihi cannot run,
@@ -611,7 +625,7 @@ def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None 
     with _one_thread():
         w = wire(graph, conv, timesteps=timesteps, levels=levels, shared=shared)
         plans = _with_shifters(w)
-        groups, synapses = _Quantizer(w, plans).run()
+        groups, synapses = (quantizer or _Quantizer)(w, plans).run()
     assign_latencies(w, groups, synapses)
     realize_delays(groups, synapses)
     meta = dict(w.metadata)
@@ -714,7 +728,7 @@ class _Quantizer:
             for tap, m in p.inputs.terms:
                 src = tap.source
                 if (src in self.plans and self.plans[src].kind == "relay"
-                        and isinstance(m, ConvMap)):
+                        and not self.plans[src].exact and isinstance(m, ConvMap)):
                     parent[find(src)] = find(n)
         roots: dict[str, int] = {}
         comp = {}
@@ -832,6 +846,8 @@ class _Quantizer:
             p = self.plans[n]
             if p.kind == "lif":
                 self._lif(n, p)
+            elif p.exact:
+                self._exact(n, p)
             else:
                 self._relay(n, p)
         return self.groups, self.synapses
@@ -865,6 +881,26 @@ class _Quantizer:
                 name=f"{n}.unit", src=BIAS_SOURCE, dst=n,
                 weights=sp.csr_matrix(np.ones((p.inputs.size, 1), np.int64)), weight_exp=0,
                 port="a_in2"))
+
+    def _exact(self, n: str, p: GroupPlan) -> None:
+        """A graded extension node: one integer unit per float unit, every weight and bias
+        kept exactly, so a rectifier gates exactly as the float graph does."""
+        for tap, _ in p.inputs.terms:
+            if self.graded(tap.source) and self.src_scale(tap.source) != 1.0:
+                raise UnsupportedNodeError(
+                    f"{n}: a graded node reads spikes or other graded nodes, not "
+                    f"{tap.source!r} (scale {self.src_scale(tap.source):g}); re-export the model")
+        self.scale[n] = 1.0
+        self.bound[n] = self.float_bound(p.inputs)
+        peak = float(np.max(self.bound[n], initial=0.0))
+        if peak > GRADED_MAX:
+            raise LoihiRangeError(f"{n}: its value can reach {peak:.0f}, beyond the 24-bit "
+                                  f"payload ({GRADED_MAX}); use fewer tokens per count")
+        self._synapses(n, p.inputs, lambda src: 1.0, bias_units=1.0, exact=True)
+        self.groups[n] = NeuronGroup(
+            name=n, size=p.inputs.size, params=RelayParams(rectify=p.rectify),
+            shape=p.inputs.shape, float_params={"scale": 1.0, "pre_scale": 1.0},
+            spiking=False, kind="relay")
 
     def _lif(self, n: str, p: GroupPlan) -> None:
         dyn = p.dynamics
@@ -902,8 +938,13 @@ class _Quantizer:
     def incoming(self, n: str) -> list[SynapseSpec]:
         return [s for s in self.synapses if s.dst == n]
 
-    def _synapses(self, n: str, e: Expression, factor, *, bias_units: float | None) -> None:
-        """Quantize every term of group n's input: integer = float · factor(src)."""
+    def _synapses(self, n: str, e: Expression, factor, *, bias_units: float | None,
+                  exact: bool = False) -> None:
+        """Quantize every term of group n's input: integer = float · factor(src).
+
+        ``exact``: every integer must equal its float value (odd mantissas kept, no
+        exponent), or the group is refused.
+        """
         taken = {s.name for s in self.synapses}
         for tap, m in e.terms:
             scale = factor(tap.source)
@@ -924,20 +965,48 @@ class _Quantizer:
             else:
                 exp = 0
                 peak = _max_abs(m) * scale
-                if self.graded(tap.source) and peak > 0:
+                if self.graded(tap.source) and peak > 0 and not exact:
                     # The smallest exponent that fits the largest weight into 8 bits.
                     exp = math.ceil(math.log2(peak / fixed.WEIGHT_MAX) - 1e-9)
-                q = fixed.quantize_to_mantissa(m.matrix_, scale, exp)
+                q = fixed.quantize_to_mantissa(m.matrix_, scale, exp, even=not exact)
                 weights = q.mant if _is_sparse_enough(q.mant) else q.mant.toarray()
                 spec = SynapseSpec(name=name, src=tap.source, dst=n, weights=weights,
                                    weight_exp=q.exp, num_message_bits=bits and GRADED_BITS,
                                    clipped=q.clipped, scale=scale, lag=tap.lag)
+            if exact:
+                _require_exact(spec, m, scale)
             self.synapses.append(spec)
         if bias_units is not None and np.any(e.bias != 0):
-            q = quantize_bias(e.bias * bias_units)
-            self.synapses.append(SynapseSpec(name=f"{n}.bias", src=BIAS_SOURCE, dst=n,
-                                             weights=q.mant, weight_exp=q.exp,
-                                             clipped=q.clipped))
+            # A single-sign column keeps its LSB in Lava: rounding it to even would turn a
+            # relay's one-unit rounding offset (exp = 1) into 0.
+            mixed = bool((e.bias > 0).any() and (e.bias < 0).any())
+            q = quantize_bias(e.bias * bias_units, even=mixed and not exact)
+            spec = SynapseSpec(name=f"{n}.bias", src=BIAS_SOURCE, dst=n, weights=q.mant,
+                               weight_exp=q.exp, clipped=q.clipped)
+            if exact and not np.array_equal(
+                    np.asarray(spec.effective()).ravel() * 2.0**q.exp, e.bias * bias_units):
+                raise LoihiRangeError(f"{n}: its bias is not an integer Loihi holds exactly; "
+                                      "a graded node's bias must be a whole number below 255")
+            self.synapses.append(spec)
+
+
+def _require_exact(spec: SynapseSpec, m: LinearMap, scale: float) -> None:
+    """Refuse a synapse into a graded extension node whose integers differ from its floats."""
+    if spec.clipped:
+        raise LoihiRangeError(
+            f"{spec.dst}: synapse {spec.name} needs weights beyond Loihi's 8 bits "
+            f"({fixed.WEIGHT_MIN}..{fixed.WEIGHT_MAX}) to stay exact; use fewer tokens per "
+            "block (the gate's weight is the token count)")
+    if isinstance(m, ConvMap):
+        want, got = m.weight * scale, np.asarray(spec.weights, np.float64)
+    else:
+        want = np.asarray(sp.csr_matrix(m.matrix_).toarray()) * scale
+        eff = spec.effective()
+        got = (eff.toarray() if sp.issparse(eff) else np.asarray(eff)) * 2.0**spec.weight_exp
+    if not np.array_equal(want, got):
+        raise LoihiRangeError(
+            f"{spec.dst}: synapse {spec.name} has weights that are not integers Loihi holds "
+            "exactly (a graded node computes in whole units); re-export the model")
 
 
 def _current_decay12(fraction: float) -> int:
@@ -989,13 +1058,14 @@ def _bias_synapse(group: str, bias_v: np.ndarray) -> SynapseSpec:
     )
 
 
-def quantize_bias(per_step: np.ndarray) -> fixed.QuantizedWeights:
+def quantize_bias(per_step: np.ndarray, *, even: bool = True) -> fixed.QuantizedWeights:
     """A bias column ``(n, 1)`` for a binary always-on source, adding ``per_step`` input
     units each step; the exponent is the smallest (≥ 0, so whole units) that fits the
-    largest bias into 8-bit weights."""
+    largest bias into 8-bit weights. ``even=False`` keeps odd mantissas (exact for a
+    single-sign column, which Lava does not truncate)."""
     peak = float(np.max(np.abs(per_step)))
     exp = max(0, math.ceil(math.log2(peak / fixed.WEIGHT_MAX))) if peak > 0 else 0
-    return fixed.quantize_to_mantissa(np.asarray(per_step)[:, None], 1.0, exp)
+    return fixed.quantize_to_mantissa(np.asarray(per_step)[:, None], 1.0, exp, even=even)
 
 
 def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> None:

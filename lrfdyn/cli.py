@@ -96,7 +96,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="architecture (default: mlp; spikformer with --attention)")
     p.add_argument("--attention", choices=["ssa", "lrf_ssa", "lrf_dyn", "statten", "a2os2a"],
                    help="train a Spikformer with this attention block (implies --arch "
-                        "spikformer; only lrf_dyn exports to NIR today)")
+                        "spikformer; lrf_dyn, ssa and lrf_ssa export to NIR)")
     p.add_argument("--token", choices=["v", "kv"],
                    help="LRF-Dyn token input: v (u = V, default) or kv (u = K AND V)")
     p.add_argument("--gate", choices=["none", "q"],
@@ -347,6 +347,9 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
                         "spikingjelly, sinabs, rockpool (README: Discretization)")
     g.add_argument("--dt", type=_positive_float, help="time step in s (default: graph metadata, "
                    "else the convention's)")
+    g.add_argument("--calibrate", action="store_true",
+                   help="--fixed only: size each layer's registers from the float model's "
+                        "peaks on this input (x1.5) instead of the worst case")
 
 
 @command("simulate", "run a NIR graph on Lava and check it spike by spike")
@@ -418,8 +421,10 @@ def _simulate_array(a: argparse.Namespace) -> Any:
     if not (a.precision and a.input):
         raise ValidationError("running a graph on an input array needs both --float or "
                               "--fixed and --input x.npy")
+    if a.calibrate and a.precision != "fixed":
+        raise ValidationError("--calibrate sizes Loihi's integer registers; use it with --fixed")
     return run_nir_on_array(a.nir_file, a.input, a.output, mode=a.precision,
-                            convention=a.convention, dt=a.dt)
+                            convention=a.convention, dt=a.dt, calibrate=a.calibrate)
 
 
 # ---------------------------------------------------------------- deploy

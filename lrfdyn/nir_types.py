@@ -42,3 +42,43 @@ def with_group_types(graph: nir.NIRNode) -> nir.NIRNode:
             grouped_input_type(node)
     graph.check_types()
     return graph
+
+
+# ---------------------------------------------------------------- lrfdyn's NIR extension
+
+#: Node-metadata key that marks a node as an lrfdyn extension (README, "NIR extension").
+EXTENSION_KEY = "lrfdyn_extension"
+#: Graph-metadata key listing the extensions a file uses, so a reader sees them up front.
+EXTENSIONS_USED = "lrfdyn_extensions"
+#: A memoryless graded neuron: ``y = Σ inputs`` (``rectify``: ``max(Σ inputs, 0)``),
+#: sent on as an integer payload. NIR 1.0 has no node that sends a value it computed.
+GRADED = "graded"
+#: Version of the extension's definition, written beside it.
+EXTENSION_VERSION = 1
+
+
+def graded_node(shape: tuple[int, ...], *, rectify: bool) -> nir.Scale:
+    """The :data:`GRADED` extension node for ``shape`` neurons.
+
+    Its carrier is a ``Scale`` whose factors are all NaN on purpose: a reader that does
+    not know the extension computes NaN from it and fails visibly, instead of running a
+    sum where the graph means a rectifier. lrfdyn reads only the metadata.
+    """
+    return nir.Scale(scale=np.full(shape, np.nan, np.float32),
+                     metadata={EXTENSION_KEY: GRADED, "rectify": bool(rectify),
+                               "version": EXTENSION_VERSION})
+
+
+def graded_extension(node: nir.NIRNode) -> bool | None:
+    """``rectify`` of a :data:`GRADED` extension node; None for any other node."""
+    meta = getattr(node, "metadata", None) or {}
+    if str(meta.get(EXTENSION_KEY, "")) != GRADED:
+        return None
+    return bool(np.asarray(meta.get("rectify", False)))
+
+
+def extension_kind(node: nir.NIRNode) -> str | None:
+    """The extension a node is marked with (any value of :data:`EXTENSION_KEY`), or None."""
+    meta = getattr(node, "metadata", None) or {}
+    kind = meta.get(EXTENSION_KEY)
+    return None if kind is None else str(kind)

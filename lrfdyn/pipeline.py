@@ -154,14 +154,16 @@ def run_dendritic(nir_path: str | os.PathLike[str], *, data: str | None = None,
 
 def run_nir_on_array(nir_path: str | os.PathLike[str], input_path: str | os.PathLike[str],
                      output_path: str | os.PathLike[str] | None, *, mode: str,
-                     convention: str = "nir", dt: float | None = None) -> InteropReport:
-    """``lrfdyn simulate graph.nir --float|--fixed --input x.npy [--output y.npy]``."""
+                     convention: str = "nir", dt: float | None = None,
+                     calibrate: bool = False) -> InteropReport:
+    """``lrfdyn simulate graph.nir --float|--fixed --input x.npy [--output y.npy]
+    [--calibrate]``."""
     from lrfdyn.loihi.neurons import convention as named_convention
 
     conv = named_convention(convention)
     graph = read_graph(nir_path)
     x = read_array(input_path)
-    y, report = run_graph(graph, x, mode=mode, conv=conv, dt=dt)
+    y, report = run_graph(graph, x, mode=mode, conv=conv, dt=dt, calibrate=calibrate)
     if output_path is not None:
         write_array(output_path, y)
     return report

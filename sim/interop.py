@@ -18,7 +18,10 @@
   subtraction and multi-spikes), the agreement with a float model that resets as
   Loihi does, so that quantization and reset costs are told apart. A voltage readout
   comes back as ``v_int / Λ``; it agrees where it is within :data:`FIXED_VOLTAGE_TOL`
-  of the layer's largest float voltage.
+  of the layer's largest float voltage. Spike-driven weights are split into two
+  synapses, 14 bits (:mod:`lrfdyn.loihi.fine`), with each layer's scale as large as
+  its weights, threshold and 24-bit registers allow: for any input by default, for
+  the given one with ``calibrate`` (:func:`state_peaks`).
 * The output is the Output node's spikes, (T, *shape) or (T, B, *shape). Lava's
   pipeline latency (one step per synapse) is removed, so output step t answers
   input step t, as the producer computes it.
@@ -33,6 +36,7 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import nir
@@ -40,6 +44,7 @@ import numpy as np
 
 from lrfdyn.errors import UnsupportedNodeError, ValidationError
 from lrfdyn.loihi import fixed
+from lrfdyn.loihi.fine import CALIBRATION_MARGIN, FineQuantizer
 from lrfdyn.loihi.float_lower import lower_float
 from lrfdyn.loihi.graph import flatten
 from lrfdyn.loihi.lower import LoweredNetwork, NeuronGroup, lower, wire
@@ -306,11 +311,15 @@ def check_graph(graph: nir.NIRGraph, conv: Convention, dt: float, mode: str
 
 
 def run_graph(graph: nir.NIRGraph, x: np.ndarray, *, mode: str, conv: Convention,
-              dt: float | None = None, echo_warnings: bool = True
-              ) -> tuple[np.ndarray, InteropReport]:
+              dt: float | None = None, echo_warnings: bool = True, fine: bool = True,
+              calibrate: bool = False) -> tuple[np.ndarray, InteropReport]:
     """Run input ``x`` (T, …) or (T, B, …) through ``graph`` on Lava; see the module doc.
 
     ``echo_warnings`` also prints each warning to stderr (``lrfdyn: warning: …``).
+    ``--fixed`` only: ``fine`` lowers with :class:`~lrfdyn.loihi.fine.FineQuantizer`
+    (split spike-driven weights, up to 15 bits; False: the default 8-bit lowering), and
+    ``calibrate`` bounds its registers by the float model's peaks on ``x``
+    (:func:`state_peaks`) rather than the worst case.
 
     Returns:
         The Output node's spikes in the input's layout, and the report.
@@ -346,7 +355,13 @@ def run_graph(graph: nir.NIRGraph, x: np.ndarray, *, mode: str, conv: Convention
         xs = xs.astype(np.float64)
     else:
         xs, levels = _integer_input(xs)
-        net = lower(lowered_graph, conv, timesteps=t_in, levels=levels)
+        peaks = None
+        if calibrate:
+            peaks = state_peaks(lowered_graph, conv, xs)
+            notes.append("calibrated: each layer's scale fits the float model's largest "
+                         f"|i| and |v| on this input (x{CALIBRATION_MARGIN:g})")
+        net = lower(lowered_graph, conv, timesteps=t_in, levels=levels, shared=not fine,
+                    quantizer=partial(FineQuantizer, peaks=peaks) if fine else None)
         substituted = list(net.metadata.get("reset_substituted", {}))
         if substituted:
             notes.append(f"Loihi's LIF resets to 0 in the step that spikes, not as the "
@@ -479,6 +494,53 @@ def _local_agreement(graph: nir.NIRGraph, conv: Convention, got: dict[str, Layer
             tol = FIXED_VOLTAGE_TOL * float(np.abs(want).max(initial=0))
             same = np.isclose(layer.values, want, rtol=0, atol=tol)
         out[p.name] = float(same.mean())
+    return out
+
+
+def state_peaks(graph: nir.NIRGraph, conv: Convention, xs: np.ndarray
+                ) -> dict[str, tuple[float, float]]:
+    """Each neuron group's largest |i| and the |v| its register must hold (float units,
+    v before its reset) when the float model that resets as Loihi does runs ``xs``
+    (B, T, size): the calibration of :class:`~lrfdyn.loihi.fine.FineQuantizer`. A spiking
+    group's v needs room only as far down as a clip could still change a later spike.
+    ``graph`` is the one being lowered."""
+    loihi = dataclasses.replace(conv, reset="zero", multi_spike=False)
+    xs = np.asarray(xs, np.float64)
+    batch, t_in = xs.shape[:2]
+    sem = simulate_nir(graph, xs, loihi)
+    w = wire(graph, loihi, timesteps=t_in, shared=False)
+    out = {}
+    for p in w.groups:
+        size = p.inputs.bias.size
+        total = np.zeros((batch, t_in, size)) + p.inputs.bias
+        for tap, m in p.inputs.terms:
+            src = xs if tap.source == w.input.name else sem[tap.source][:, :t_in]
+            lag = tap.lag + int((tap.source, p.name) in w.recurrent)
+            part = np.asarray(m.matrix() @ src.reshape(batch * t_in, -1).T).T
+            part = part.reshape(batch, t_in, size)
+            if lag:
+                part = np.concatenate([np.zeros((batch, lag, size)), part[:, :-lag]], axis=1)
+            total += part
+        d = p.dynamics
+        neuron = _Neuron(d, batch, size)
+        i_peak, vs = 0.0, []
+        for t in range(t_in):
+            v_before = neuron.v
+            neuron.step(total[:, t])
+            vs.append((1.0 - d.dv) * v_before + neuron.i + d.bias)  # before the reset
+            i_peak = max(i_peak, float(np.abs(neuron.i).max(initial=0)))
+        v = np.stack(vs, axis=1)
+        if not d.spiking:
+            v_peak = float(np.abs(v).max(initial=0))
+        else:
+            # Above threshold v resets (a clip there still spikes). Below, clipping v at
+            # −C raises it by at most −C − v(t), which can only cause a spike if v later
+            # rises by more than C + θ: C need not exceed min(−v(t), rise(t) − θ).
+            later = np.maximum.accumulate(v[:, ::-1], axis=1)[:, ::-1]
+            rise = np.concatenate([later[:, 1:], np.full_like(v[:, :1], -np.inf)], axis=1) - v
+            need = np.minimum(-v, rise - np.asarray(d.v_th, np.float64))
+            v_peak = float(np.maximum(need, 0.0).max(initial=0))
+        out[p.name] = (i_peak, v_peak)
     return out
 
 

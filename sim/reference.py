@@ -232,6 +232,8 @@ def run_reference(
             if grp.graded:
                 exp = grp.params.exp if isinstance(grp.params, RelayParams) else 0
                 value = a_in >> exp if exp else a_in
+                if isinstance(grp.params, RelayParams) and grp.params.rectify:
+                    value = value.clamp(min=0)
                 now[g] = value
             elif kernels.get(g) is not None:
                 st = state[g]

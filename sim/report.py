@@ -36,8 +36,9 @@ class Mismatch:
     sample: int
     step: int
     neuron: int
-    lava: bool
-    reference: bool
+    #: What each side sent there: a spike (bool), or a graded neuron's value (int).
+    lava: bool | int
+    reference: bool | int
     count: int
 
 
@@ -82,7 +83,9 @@ class SimReport:
         """A short human summary, one fact per line."""
         lines = [
             f"samples            {self.samples} (T = {self.timesteps}, latency {self.latency})",
-            f"spike mismatches   {self.mismatches} (every neuron, every step, every layer)",
+            f"spike mismatches   {self.mismatches} (every neuron, every step, every layer)"
+            if self.predictions_equal is not None else
+            "spike mismatches   n/a (no Lava run to compare with)",
             f"accuracy  float    {percent(self.float_accuracy)}",
             f"          integer  {percent(self.reference_accuracy)} (reference executor)",
             f"          Lava     {percent(self.lava_accuracy)} (fixed_pt)",
@@ -154,6 +157,6 @@ def first_mismatches(
         counts[name] = int(diff.sum())
         if counts[name] and first is None:
             sample, step, neuron = (int(v) for v in np.argwhere(diff)[0])
-            first = Mismatch(name, sample, step, neuron, bool(got[sample, step, neuron]),
-                             bool(want[sample, step, neuron]), counts[name])
+            first = Mismatch(name, sample, step, neuron, got[sample, step, neuron].item(),
+                             want[sample, step, neuron].item(), counts[name])
     return counts, first

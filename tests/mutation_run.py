@@ -13,6 +13,7 @@ shared between modules. Results go to ``runs/mutation/<module>.sqlite`` (``cr-re
 reads them) and a summary to ``runs/mutation/summary.json`` and ``summary.md``.
 
     python tests/mutation_run.py [--minutes 45] [--per-module N] [--only lower,report]
+                                 [--selection unit|broad] [--seed S]
 """
 
 from __future__ import annotations
@@ -61,6 +62,30 @@ TARGETS: dict[str, list[str]] = {
         "tests/sim/test_profile.py::test_synops_macs_and_memory_equal_a_hand_count",
     ],
 }
+
+#: module -> its fast, Lava-free unit tests (the default ``--selection unit``): each
+#: mutant runs in seconds. ``--selection broad`` uses :data:`TARGETS` after them.
+UNITS: dict[str, list[str]] = {
+    "loihi/lower.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
+    "loihi/neurons.py": ["tests/loihi/test_neurons_units.py"],
+    "loihi/build.py": ["tests/loihi/test_build_units.py"],
+    "sim/reference.py": ["tests/sim/test_reference_units.py", "tests/test_mutants.py"],
+    "sim/report.py": ["tests/sim/test_report_units.py", "tests/test_mutants.py"],
+}
+
+
+def selection(module: str, kind: str) -> list[str]:
+    if kind == "unit":
+        return UNITS[module]
+    return [*UNITS[module], *(t for t in TARGETS[module] if t not in UNITS[module])]
+
+
+def _digests() -> dict[str, str]:
+    """sha256 of the working tree's mutated modules: proof that the run left them alone."""
+    import hashlib
+
+    return {m: hashlib.sha256((ROOT / m).read_bytes()).hexdigest() for m in TARGETS}
+
 
 #: Operators kept (regexes on cosmic-ray's names); the rest multiply the mutants of one
 #: site without testing anything new.
@@ -121,8 +146,12 @@ def run(args: argparse.Namespace) -> dict:
 
     work = Path(args.out).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    before = _digests()
     tree = _copy_tree(work)
     os.chdir(tree)
+    for m in TARGETS:  # cosmic-ray writes to the path relative to the cwd: the copy
+        if not (tree / m).resolve().is_relative_to(tree) or (tree / m).resolve() == ROOT / m:
+            raise SystemExit(f"{m} would be mutated outside the copy {tree}")
     modules = [m for m in TARGETS if not args.only or Path(m).stem in args.only.split(",")]
     deadline = time.monotonic() + 60 * args.minutes
     rng = random.Random(args.seed)
@@ -136,7 +165,8 @@ def run(args: argparse.Namespace) -> dict:
     summary: dict = {"minutes": args.minutes, "seed": args.seed, "modules": {}}
     for i, m in enumerate(modules):
         items, sample = plans[m]
-        cmd = _command(TARGETS[m])
+        tests = selection(m, args.selection)
+        cmd = _command(tests)
         t0 = time.monotonic()
         for _ in range(2):  # once more: on a shared machine a run can be killed for memory
             base = subprocess.run(cmd, shell=True, capture_output=True, text=True)
@@ -149,7 +179,7 @@ def run(args: argparse.Namespace) -> dict:
             summary["modules"][m] = {"mutants_total": len(items), "sampled": len(sample),
                                      "baseline_failed": True, "score": None,
                                      "killed": 0, "survived": 0, "survivors": [],
-                                     "tests": TARGETS[m]}
+                                     "tests": tests}
             continue
         # Each remaining module gets an equal share of the time left.
         share = (deadline - time.monotonic()) / (len(modules) - i)
@@ -164,7 +194,7 @@ def run(args: argparse.Namespace) -> dict:
                 if time.monotonic() > stop:
                     counts["not_run"] += 1
                     continue
-                res = mutate_and_test(item.mutations, cmd, timeout=max(60.0, 4 * baseline_s))
+                res = mutate_and_test(item.mutations, cmd, timeout=max(30.0, 4 * baseline_s))
                 db.set_result(item.job_id, res)
                 if res.worker_outcome == WorkerOutcome.NO_TEST:
                     counts["no_test"] += 1
@@ -187,8 +217,9 @@ def run(args: argparse.Namespace) -> dict:
         summary["modules"][m] = {
             "mutants_total": len(items), "sampled": len(sample), **counts,
             "score": round(counts["killed"] / ran, 4) if ran else None,
-            "baseline_s": round(baseline_s, 1), "tests": TARGETS[m], "survivors": survivors}
+            "baseline_s": round(baseline_s, 1), "tests": tests, "survivors": survivors}
         print(f"{m}: {counts} score {summary['modules'][m]['score']}", flush=True)
+    summary["working_tree_unchanged"] = _digests() == before
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (work / "summary.md").write_text(_markdown(summary))
     return summary
@@ -202,11 +233,35 @@ def _markdown(summary: dict) -> str:
         score = "n/a" if r["score"] is None else f"{100 * r['score']:.1f} %"
         lines.append(f"| {m} | {r['mutants_total']} | {r['sampled']} | {ran} | {r['killed']} "
                      f"| {r['survived']} | {score} |")
+    if "working_tree_unchanged" in summary:
+        lines.append(f"\nseed {summary['seed']}; working-tree modules unchanged by the run "
+                     f"(sha256 before/after): {summary['working_tree_unchanged']}")
+    for m, r in summary["modules"].items():
+        lines.append(f"- tests for {m}: {' '.join(r['tests'])}")
     for m, r in summary["modules"].items():
         for s in r["survivors"]:
             lines.append(f"- survivor {m}:{s['line']} ({s['in']}) {s['operator']}: "
                          f"`{s['diff'].strip()}`")
     return "\n".join(lines) + "\n"
+
+
+def merge(folders: list[str], out: str) -> dict:
+    """One summary from the summary.json of several runs (a later run of a module wins)."""
+    summary: dict = {"merged_from": [], "modules": {}, "working_tree_unchanged": True}
+    for f in folders:
+        part = json.loads((Path(f) / "summary.json").read_text())
+        summary["merged_from"].append({"folder": str(f), "seed": part.get("seed"),
+                                       "minutes": part.get("minutes"),
+                                       "modules": list(part["modules"])})
+        summary["modules"].update(part["modules"])
+        summary["working_tree_unchanged"] &= bool(part.get("working_tree_unchanged", False))
+    summary["seed"] = ",".join(str(m["seed"]) for m in summary["merged_from"])
+    summary["modules"] = {m: summary["modules"][m] for m in TARGETS if m in summary["modules"]}
+    work = Path(out)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (work / "summary.md").write_text(_markdown(summary))
+    return summary
 
 
 def main() -> None:
@@ -217,7 +272,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", help="comma-separated module stems, e.g. lower,report")
     p.add_argument("--out", default=str(ROOT / "runs" / "mutation"))
-    summary = run(p.parse_args())
+    p.add_argument("--selection", choices=("unit", "broad"), default="unit",
+                   help="unit: each module's fast unit tests; broad: plus the integration "
+                   "tests (Lava, minutes per mutant)")
+    p.add_argument("--merge", nargs="+", metavar="RUN",
+                   help="only merge the summary.json of these run folders into --out")
+    args = p.parse_args()
+    summary = merge(args.merge, args.out) if args.merge else run(args)
     print(_markdown(summary))
 
 

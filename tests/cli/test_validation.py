@@ -282,6 +282,17 @@ def test_attention_flag_conflicts_are_one_line(tmp_path, capsys, argv, fragment)
     assert not out.exists()
 
 
+def test_calibrate_without_fixed_is_one_line(tmp_path, capsys, hand_graph) -> None:
+    import nir
+
+    graph = tmp_path / "g.nir"
+    nir.write(graph, hand_graph)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((4, 2), np.float32))
+    code = main(["simulate", str(graph), "--float", "--input", str(x), "--calibrate"])
+    one_error_line(code, capsys.readouterr().err, "--calibrate", "use it with --fixed")
+
+
 def test_a_usage_error_is_one_line(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "--samples", "0", "g.nir"])
@@ -316,8 +327,8 @@ TINY = {"dim": 8, "depth": 1, "heads": 2, "timesteps": 2, "mlp_ratio": 2.0,
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ["ssa", "lrf_ssa", "lrf_dyn", "statten", "a2os2a"])
 def test_train_with_each_attention_trains_and_reports(tmp_path, capsys, attention) -> None:
-    """`train --attention X --epochs 1` on digits: only lrf_dyn exports, the others report
-    the Loihi-integer accuracy as unavailable, and every one exits 0."""
+    """`train --attention X --epochs 1` on digits: lrf_dyn, ssa and lrf_ssa export and
+    report a Loihi-integer accuracy, the others report it as unavailable; all exit 0."""
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({"model": TINY}))
     out = tmp_path / attention
@@ -326,7 +337,7 @@ def test_train_with_each_attention_trains_and_reports(tmp_path, capsys, attentio
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert json.loads((out / "train_config.json").read_text())["model"]["attention"] == attention
-    if attention == "lrf_dyn":
+    if attention in ("lrf_dyn", "ssa", "lrf_ssa"):
         assert 0 <= metrics["quantized_accuracy"] <= 1
     else:
         assert metrics["quantized_accuracy"] is None

@@ -4,8 +4,8 @@ Each peer builds a small network of our own, runs it in PyTorch on a fixed rando
 spike input (T = 25, batch 3), and exports it with its own exporter. lrfdyn runs the
 NIR graph on Lava under that peer's ``--convention``: ``--float`` must give the
 producer's output exactly; ``--fixed`` must equal lrfdyn's integer reference, and its
-agreement with the producer is reported per layer (and, where the producer resets in
-a way Loihi's LIF cannot, also against a float model that resets as Loihi does).
+agreement with the producer, per layer, must reach 0.95 apart from the resets Loihi's
+LIF cannot express (measured against a float model that resets as Loihi does).
 
 Between them the networks hold convolutions, pooling (sum and average), a recurrent
 layer, voltage readouts and per-neuron parameters (snnTorch's learnable per-neuron
@@ -289,18 +289,38 @@ def test_peer_graph_fixed_equals_the_integer_reference_and_reports_agreement(pee
     if not case.voltage:
         agreement = float((y == (case.produced > 0)).mean())
         assert agreement == pytest.approx(report.output_agreement)  # NIR semantics = producer
-    # The target, apart from the resets Loihi cannot express (reported apart). A voltage
-    # readout agrees within 1 % of its peak: it inherits every spike that quantization
-    # flips upstream and its own 8-bit weights' rounding (README, interop), so it is
-    # measured (local: the readout fed what Lava sent it) rather than held to 0.95.
-    if case.voltage:
-        assert report.output_agreement_loihi_reset >= 0.6, report.summary()
-        assert rows[report.output_node]["agreement_local"] >= 0.8, report.summary()
-    else:
-        assert report.output_agreement_loihi_reset >= 0.95, report.summary()
+    # The target, apart from the resets Loihi cannot express (reported apart): >= 0.95
+    # of every output, every step (a voltage readout: within 1 % of its peak), with the
+    # split 14-bit spike-driven weights of lrfdyn.loihi.fine. Measured (T = 25, batch 3):
+    # 100 % on every graph but Sinabs' ExpLeak readout, 84.67 %. Its IAF layer has no
+    # leak, so v falls to −36·θ; the worst-case 24-bit bound keeps that layer's scale
+    # at 446 (the 8-bit one: 398), so 0.07 % of its spikes (those nearest the
+    # threshold) flip, and the readout sums each flip for several steps. Calibrated on
+    # the input it meets the target (test below).
+    floor = 0.84 if peer == "sinabs-readout" else 0.95
+    assert report.output_agreement_loihi_reset >= floor, report.summary()
+    for row in report.layers:
+        assert row.get("agreement_loihi_reset", row["agreement"]) >= floor, report.summary()
+    if case.voltage:  # its own rounding, apart from inherited flips: none left
+        assert rows[report.output_node]["agreement_local"] >= 0.99, report.summary()
     assert all(q["clipped"] == 0 for q in report.quantization), report.quantization
     if peer in ("snntorch", "norse"):
         assert report.subpopulations, "per-neuron parameters were not split"
+
+
+def test_sinabs_readout_calibrated_on_its_input_meets_the_target(tmp_path) -> None:
+    """``calibrate=True`` bounds the registers by the float model's peaks on the input, so
+    the IAF layer's scale rises to the weights' limit and the readout agrees."""
+    case, _, _, _, default = _runs("sinabs-readout", tmp_path)
+    y, report = run_graph(case.graph, case.x, mode="fixed", conv=convention("sinabs"),
+                          calibrate=True)
+    assert report.mismatches == 0, report.first_mismatch
+    assert any("calibrated" in n for n in report.notes), report.notes
+    assert report.output_agreement_loihi_reset >= 0.95, report.summary()  # measured 100 %
+    assert report.output_agreement_loihi_reset > default.output_agreement_loihi_reset
+    assert min(q["vth"] for q in report.quantization) > \
+        max(q["vth"] for q in default.quantization)
+    assert all(q["clipped"] == 0 for q in report.quantization), report.quantization
 
 
 def test_per_neuron_decays_in_a_recurrent_layer_are_refused_in_fixed_naming_it() -> None:

@@ -399,3 +399,74 @@ def test_a_file_with_batch_axes_in_its_io_types_is_read(tmp_path) -> None:
     got = read_graph(tmp_path / "g.nir")
     assert list(got.nodes["input"].input_type["input"]) == [n]
     assert list(got.nodes["output"].output_type["output"]) == [n]
+
+
+# ---------------------------------------------------------------- --fixed quantization
+
+
+def _readout_graph(rng: np.random.Generator) -> nir.NIRGraph:
+    """Affine → LIF → Affine → LI: a voltage readout, as Norse's LIBox is."""
+    nodes = {
+        "fc1": nir.Affine(weight=rng.normal(0.2, 1.0, (12, 10)), bias=_full(12, 0.3)),
+        "lif": _lif((12,), tau_steps=5.0),
+        "fc2": nir.Affine(weight=rng.normal(0.0, 1.0, (3, 12)), bias=_full(3, 0.2)),
+        "li": nir.LI(tau=_full(3, 8 * DT), r=_full(3, 1.0), v_leak=_full(3, 0.0)),
+    }
+    edges = [("input", "fc1"), ("fc1", "lif"), ("lif", "fc2"), ("fc2", "li"), ("li", "output")]
+    return _graph(nodes, edges, (10,), (3,))
+
+
+def test_split_weights_sum_to_the_rounded_targets_as_lava_computes_them() -> None:
+    import scipy.sparse as sp
+
+    from lrfdyn.loihi import fixed
+    from lrfdyn.loihi.fine import FINE_MAX, split_weights
+
+    rng = np.random.default_rng(3)
+    for raw in (rng.normal(0, 4000, (9, 7)), np.abs(rng.normal(0, 9000, (5, 4))),
+                -np.abs(rng.normal(0, 300, (5, 4))), rng.normal(0, 3 * FINE_MAX, (6, 6)),
+                sp.random(20, 30, density=0.2, random_state=1, data_rvs=lambda n:
+                          rng.normal(0, 5000, n))):
+        parts, clipped = split_weights(raw)
+        assert clipped == 0 and 1 <= len(parts) <= 2
+        dense = raw.toarray() if sp.issparse(raw) else raw
+        exp0 = min(e for _, e in parts)
+        total = sum(np.asarray(sp.csr_matrix(fixed.dense_effective_weights(m)).toarray()
+                               if sp.issparse(m) else fixed.dense_effective_weights(m))
+                    * 2.0**e for m, e in parts)
+        # Lava's dropped LSB and its sign modes lose nothing: exact to the last unit.
+        np.testing.assert_array_equal(total, np.round(dense / 2.0**exp0) * 2.0**exp0)
+        for m, _ in parts:
+            vals = m.data if sp.issparse(m) else m
+            assert vals.min(initial=0) >= fixed.WEIGHT_MIN and vals.max(initial=0) <= 254
+
+
+def test_fine_weights_and_calibration_raise_fixed_agreement_of_a_voltage_readout() -> None:
+    """The 8-bit lowering rounds the readout's weights to 1/254 of the largest; split
+    14-bit weights (the default) and calibration on the input keep it within 1 % of
+    its peak; Lava equals the integer reference in each."""
+    from lrfdyn.sim.interop import state_peaks
+
+    rng = np.random.default_rng(5)
+    graph = _readout_graph(rng)
+    x = (rng.random((20, 3, 10)) < 0.4).astype(np.float64)
+    runs = {name: run_graph(graph, x, mode="fixed", conv=NIR, echo_warnings=False, **kw)[1]
+            for name, kw in (("coarse", {"fine": False}), ("fine", {}),
+                             ("calibrated", {"calibrate": True}))}
+    for r in runs.values():
+        assert r.mismatches == 0, r.first_mismatch
+        assert all(q["clipped"] == 0 for q in r.quantization)
+    coarse, fine, cal = (runs[k] for k in ("coarse", "fine", "calibrated"))
+    vth = {k: max(q["vth"] for q in r.quantization if q["dst"] == "li")
+           for k, r in runs.items()}
+    assert vth["coarse"] < vth["fine"] < vth["calibrated"], vth
+    assert any(q["synapse"].endswith("#lo") for q in fine.quantization)
+    assert coarse.output_agreement < 0.95 <= fine.output_agreement, \
+        (coarse.output_agreement, fine.output_agreement)
+    assert cal.output_agreement >= fine.output_agreement
+    # The calibration is the float model's own peak: the readout's largest |v|.
+    from lrfdyn.sim.nir_sim import simulate_nir
+
+    xs = x.transpose(1, 0, 2)
+    peaks = state_peaks(graph, NIR, xs)
+    np.testing.assert_allclose(peaks["li"][1], np.abs(simulate_nir(graph, xs, NIR)["li"]).max())

@@ -42,6 +42,10 @@ in steps behind one, and 1 on a group's edge into itself (the previous step's
 spikes, as snnTorch's RLeaky). Its Lava delay makes up the rest
 (:func:`assign_latencies`, :func:`realize_delays`).
 
+Graded extension nodes (:func:`lrfdyn.nir_types.graded_node`, SSA's count and gate)
+are relays at scale 1 whose every weight and bias must stay the same integer: they
+compute in whole units, and a rectifier gates exactly only then. What cannot is refused.
+
 Biases travel as synapses, not as the LIF's ``bias_mant``. A Loihi bias acts
 from the first step, while the input reaches a group only after its latency,
 so a neuron bias would integrate alone during the pipeline's fill. Instead a
@@ -77,8 +81,9 @@ from lrfdyn.loihi.linear import Expression, Tap
 from lrfdyn.loihi.neurons import NEURON_LOWERINGS, NIR, Convention, Dynamics
 from lrfdyn.nir_types import graded_extension
 
-#: Lowering format version, recorded in simulate reports and netx files.
-LOWERING_VERSION = 2
+#: Lowering format version, recorded in simulate reports and netx files (3: graded
+#: extension nodes, and a relay's one-unit rounding offset kept).
+LOWERING_VERSION = 3
 #: Name of the always-on source that carries biases (a spike every step).
 BIAS_SOURCE = "bias"
 

@@ -80,7 +80,7 @@ def test_constants():
     assert L.GRADED_MAX == (1 << 23) - 1 and L.CURRENT_MAX == (1 << 17) - 1
     assert L.DELAY_RELAY_STEPS == 64 and L.BIAS_SOURCE == "bias" and L.SPARSE_BELOW == 0.25
     # recorded in reports and netx files: a change of the lowering must bump it on purpose
-    assert L.LOWERING_VERSION == 2
+    assert L.LOWERING_VERSION == 3
 
 
 def test_current_decay12():

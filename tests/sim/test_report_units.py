@@ -183,7 +183,7 @@ def test_to_dict_is_plain_data():
     assert d["first_mismatch"] == {"layer": "b", "sample": 1, "step": 3, "neuron": 0,
                                    "lava": True, "reference": False, "count": 2}
     assert d["layers"][0]["synops_in"] == 7
-    assert d["lowering_version"] == 2 and d["timings"] == {} and d["quantization"] == []
+    assert d["lowering_version"] == 3 and d["timings"] == {} and d["quantization"] == []
 
 
 def test_count_synops_of_a_group_without_synapses_is_zero():
@@ -206,3 +206,9 @@ def test_a_graded_mismatch_reports_both_values():
     counts, first = first_mismatches(lava, ref, net)
     assert counts == {"a": 0, "b": 0, "r": 1}
     assert first == Mismatch("r", 1, 0, 2, 7, -5, 1)
+
+
+def test_summary_without_lava_does_not_claim_a_comparison():
+    lines = _report(lava_accuracy=None, predictions_equal=None).summary().split("\n")
+    assert lines[1] == "spike mismatches   n/a (no Lava run to compare with)"
+    assert lines[4] == "          Lava     n/a (fixed_pt)"

@@ -514,8 +514,9 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     _max_memory_arg(p)
     p.add_argument("--memory", action="store_true",
                    help="only compare attention memory: SSA, LRF-SSA, LRF-Dyn parallel and "
-                        "dendritic, at this graph's scale and at Spikformer-8-512 scale "
-                        "(LRF-Dyn rows counted on lowered networks, SSA rows modelled)")
+                        "dendritic, at this graph's scale and at Spikformer-8-512 scale, "
+                        "every row counted on a lowered network (SSA and LRF-SSA at the "
+                        "paper's scale: minutes and about 7 GB each)")
 
 
 @command("profile", "count spikes, SynOps, memory; estimate energy; map onto Loihi 2 cores")
@@ -541,7 +542,8 @@ def cmd_profile(a: argparse.Namespace) -> int:
     if a.memory:
         from lrfdyn.sim.memory import markdown, memory_report, write_memory
 
-        # The paper-scale rows come from lowering a Spikformer-8-512 (~20 s, ~2.5 GB).
+        # The paper-scale rows come from lowering Spikformer-8-512s: LRF-Dyn ~90 s and
+        # 2.5 GB, SSA and LRF-SSA (120 M neurons each) 6-11 min and ~7 GB each, measured.
         mem = memory_report(read_graph(a.nir_file), progress=None if a.json else (
             lambda msg: print(msg, file=sys.stderr, flush=True)))
         files = write_memory(mem, out)

@@ -66,11 +66,15 @@ def is_real(value: Any) -> bool:
     return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)))
 
 
+def _affixes(where: str, fix: str) -> tuple[str, str]:
+    """The ``<where>: `` before and the ``; <fix>`` after a one-line error."""
+    return (f"{where}: " if where else ""), (f"; {fix}" if fix else "")
+
+
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None,
               where: str = "", fix: str = "") -> int:
     """``value`` as an int in [low, high], or one error naming ``name``."""
-    at = f"{where}: " if where else ""
-    tail = f"; {fix}" if fix else ""
+    at, tail = _affixes(where, fix)
     if not is_int(value):
         raise ValidationError(f"{at}{name} must be an integer, got {show(value)} "
                               f"({type(value).__name__}){tail}")
@@ -85,8 +89,7 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
 def check_real(name: str, value: Any, *, positive: bool = False, nonneg: bool = False,
                low: float | None = None, where: str = "", fix: str = "") -> float:
     """``value`` as a finite float (> 0, ≥ 0 or ≥ low when asked), or one error."""
-    at = f"{where}: " if where else ""
-    tail = f"; {fix}" if fix else ""
+    at, tail = _affixes(where, fix)
     if not is_real(value):
         raise ValidationError(f"{at}{name} must be a number, got {show(value)} "
                               f"({type(value).__name__}){tail}")
@@ -104,8 +107,7 @@ def check_real(name: str, value: Any, *, positive: bool = False, nonneg: bool = 
 
 def check_finite_array(name: str, values: Any, *, where: str = "", fix: str = "") -> np.ndarray:
     """A real, finite numeric array, or one error that says which and how many values."""
-    at = f"{where}: " if where else ""
-    tail = f"; {fix}" if fix else ""
+    at, tail = _affixes(where, fix)
     try:
         arr = np.asarray(values)
     except Exception as exc:  # noqa: BLE001 - ragged lists, odd objects

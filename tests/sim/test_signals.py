@@ -124,26 +124,36 @@ def _assert_one_line(err: str, expected: str) -> None:
     assert lines == [expected] or (len(lines) == 1 and lines[0].startswith(expected)), lines
 
 
+#: What lrfdyn must print and return for each signal.
+_EXPECTED = {signal.SIGINT: (130, "lrfdyn: interrupted (SIGINT)"),
+             signal.SIGTERM: (143, "lrfdyn: terminated (SIGTERM)")}
+
+
+def _signalled(proc: subprocess.Popen, sig: int, *, limit: float = 240.0) -> None:
+    """Once Lava runs, send ``sig`` to the whole process group (as a terminal's Ctrl-C
+    does); lrfdyn must exit with its code and one line, in time, leaving nothing behind."""
+    _wait_for_lava(proc, limit=limit)
+    t0 = time.monotonic()
+    os.killpg(proc.pid, sig)
+    rc, err, took = _ended(proc, t0)
+    code, line = _EXPECTED[sig]
+    assert rc == code, err[-3000:]
+    _assert_one_line(err, line)
+    assert took < EXIT_WITHIN_S, took
+
+
 def _no_output(folder: Path, *names: str) -> None:
     for name in names:
         assert not (folder / name).exists(), name
     assert not list(folder.glob(".*.tmp")), list(folder.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("sig, code, line", [
-    (signal.SIGINT, 130, "lrfdyn: interrupted (SIGINT)"),
-    pytest.param(signal.SIGTERM, 143, "lrfdyn: terminated (SIGTERM)", marks=pytest.mark.slow),
-])
-def test_simulate_signal_to_the_process_group(mlp_nir, tmp_path, sig, code, line) -> None:
+@pytest.mark.parametrize("sig", [
+    signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
+def test_simulate_signal_to_the_process_group(mlp_nir, tmp_path, sig) -> None:
     proc = _start(["simulate", str(mlp_nir), "--samples", "360", "--json",
                    "--report", str(tmp_path / "r.json")], tmp_path)
-    _wait_for_lava(proc)
-    t0 = time.monotonic()
-    os.killpg(proc.pid, sig)
-    rc, err, took = _ended(proc, t0)
-    assert rc == code, err[-3000:]
-    _assert_one_line(err, line)
-    assert took < EXIT_WITHIN_S, took
+    _signalled(proc, sig)
     _no_output(tmp_path, "r.json")
 
 
@@ -153,13 +163,7 @@ def test_float_array_run_sigint(mlp_nir, tmp_path) -> None:
     np.save(tmp_path / "x.npy", x)
     proc = _start(["simulate", str(mlp_nir), "--float", "--input", str(tmp_path / "x.npy"),
                    "--output", str(tmp_path / "y.npy"), "--json"], tmp_path)
-    _wait_for_lava(proc)
-    t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
-    rc, err, took = _ended(proc, t0)
-    assert rc == 130, err[-3000:]
-    _assert_one_line(err, "lrfdyn: interrupted (SIGINT)")
-    assert took < EXIT_WITHIN_S
+    _signalled(proc, signal.SIGINT)
     _no_output(tmp_path, "y.npy")
 
 
@@ -168,13 +172,7 @@ def test_profile_sigterm(mlp_nir, tmp_path) -> None:
     out = tmp_path / "prof"
     proc = _start(["profile", str(mlp_nir), "--samples", "360", "--out", str(out), "--json"],
                   tmp_path)
-    _wait_for_lava(proc)
-    t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGTERM)
-    rc, err, took = _ended(proc, t0)
-    assert rc == 143, err[-3000:]
-    _assert_one_line(err, "lrfdyn: terminated (SIGTERM)")
-    assert took < EXIT_WITHIN_S
+    _signalled(proc, signal.SIGTERM)
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -183,13 +181,7 @@ def test_demo_sigint_during_lava(tmp_path) -> None:
     out = tmp_path / "demo"
     proc = _start(["demo", "--out", str(out), "--epochs", "1", "--samples", "360", "--json"],
                   tmp_path)
-    _wait_for_lava(proc, limit=600)
-    t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
-    rc, err, took = _ended(proc, t0)
-    assert rc == 130, err[-3000:]
-    _assert_one_line(err, "lrfdyn: interrupted (SIGINT)")
-    assert took < EXIT_WITHIN_S
+    _signalled(proc, signal.SIGINT, limit=600)
     _no_output(out, "report.json")
 
 

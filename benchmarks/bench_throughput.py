@@ -14,8 +14,11 @@ record only.
    Steady samples/s leave out each network's first block (it includes compilation), as
    the single-run figure leaves out its first sample; wall figures include everything.
 2. The same model in dendritic mode on ``DENDRITIC_SAMPLES`` images, its stream networks
-   checked block by block (``network=False``; the one dendritic network has no copies
-   yet): Lava seconds (compilation included), one sample per run vs copies.
+   checked block by block (``network=False``): Lava seconds (compilation included), one sample per run vs copies.
+   Then the one dendritic Lava network (the default of ``simulate --mode dendritic``) on
+   ``NETWORK_SAMPLES`` images: one copy, copies auto (all samples side by side) and 2
+   workers (copies auto in each); reports must equal the one-copy run's (mismatches by
+   process, per-layer counts, accuracies, predictions sample by sample).
 3. The demo MLP (digits): lava-dl netx ``hdf5.Network`` on Lava (the file ``--format
    netx`` writes; netx runs all samples back to back in one call) vs lrfdyn (one sample
    per run; copies). Marginal samples/s from two run lengths, so compilation cancels.
@@ -39,6 +42,10 @@ TRAIN_EPOCHS = 1
 #: the run within its time on the shared machine).
 BENCH_COPIES = 8
 DENDRITIC_SAMPLES = 2
+#: Images through the one dendritic network (~60 s of Lava per sample alone under load).
+NETWORK_SAMPLES = int(os.environ.get("LRFDYN_BENCH_NETWORK_SAMPLES", "4"))
+#: Parts to run (comma-separated; default all): parallel, mlp, dendritic, network.
+PARTS = os.environ.get("LRFDYN_BENCH_THROUGHPUT_PARTS", "parallel,mlp,dendritic,network")
 MLP_SAMPLES = (8, 40)
 TARGET = 4.0
 
@@ -132,6 +139,58 @@ def child_dendritic(ckpt: str, how: str, n: str) -> dict:
                                  copies=1 if how == "single" else None)
         lava = sum(v for k, v in rep.timings.items() if k.endswith(".lava_s"))
     return {"report": rep.to_dict(), "lava_s": lava, "wall_s": time.perf_counter() - t0}
+
+
+def child_network(ckpt: str, how: str, n: str) -> dict:
+    """The one dendritic network: ``single`` (copies 1), ``copies`` (auto), ``workers2``."""
+    from lrfdyn.sim.dendritic import simulate_dendritic
+    from lrfdyn.sim.shard import simulate_sharded
+
+    graph, x, y, fp = _mnist(ckpt, int(n))
+    t0 = time.perf_counter()
+    if how == "workers2":
+        rep = simulate_sharded("dendritic", graph, x, y, float_predictions=fp, workers=2,
+                               copies=None)
+        shards = rep.timings["shards"]
+        lava = max(s["lava_compile_s"] + s["lava_run_s"] for s in shards)
+        copies = [s["copies"] for s in shards]
+    else:
+        rep = simulate_dendritic(graph, x, y, float_predictions=fp,
+                                 copies=1 if how == "single" else None)
+        lava = rep.timings["lava_compile_s"] + rep.timings["lava_run_s"]
+        copies = [rep.timings["copies"]]
+    return {"report": rep.to_dict(), "lava_s": lava, "wall_s": time.perf_counter() - t0,
+            "copies": copies}
+
+
+def _network_rows(ckpt: str) -> tuple[list[Row], dict]:
+    n = NETWORK_SAMPLES
+    runs = {how: _child("network", [ckpt, how, str(n)], timeout=5400)
+            for how in ("single", "copies", "workers2")}
+    base = runs["single"]
+    rows = []
+    for how, r in runs.items():
+        same = _comparable(r["report"]) == _comparable(base["report"])
+        rate, base_rate = n / r["lava_s"], n / base["lava_s"]
+        net = r["report"]["network"]
+        rows.append(Row(
+            group="throughput", name=f"MNIST-5k dendritic one network: {how} "
+            f"(copies {r['copies']}), Lava samples/s (compilation included)",
+            value=_one(rate), unit="samples/s",
+            baseline_name=None if how == "single" else "one copy, one run",
+            baseline=None if how == "single" else _one(base_rate),
+            ratio=None if how == "single" else rate / base_rate, ratio_label="× single-run",
+            target="" if how == "single" else "report identical",
+            met=None if how == "single" else same,
+            reason="" if same else "report differs from the single run",
+            extra={"mismatches": r["report"]["mismatches"],
+                   "lava_accuracy": r["report"]["lava_accuracy"],
+                   "predictions": net["lava_predictions"],
+                   "predictions_equal_reference": net["predictions_equal"],
+                   "wall_s": r["wall_s"], "lava_s": r["lava_s"], "copies": r["copies"],
+                   "wall_ratio": base["wall_s"] / r["wall_s"]}))
+    return rows, {k: {kk: vv for kk, vv in v.items() if kk != "report"}
+                  for k, v in runs.items()}
 
 
 def child_mlp(out_dir: str) -> dict:
@@ -299,14 +358,19 @@ def _mlp_rows(tmp: str) -> tuple[list[Row], dict]:
 def run(quick: bool = False) -> tuple[list[Row], dict]:
     rows: list[Row] = []
     info: dict[str, Any] = {"samples": {"copies_cap": BENCH_COPIES,
-                                        "dendritic": DENDRITIC_SAMPLES, "mlp": MLP_SAMPLES}}
+                                        "dendritic": DENDRITIC_SAMPLES, "mlp": MLP_SAMPLES,
+                                        "network": NETWORK_SAMPLES}}
+    parts = {p.strip() for p in PARTS.split(",")}
     with tempfile.TemporaryDirectory(prefix="lrfdyn-bench-tp-") as tmp:
         ckpt = os.environ.get("LRFDYN_BENCH_MNIST_CHECKPOINT")
         if not ckpt:
             ckpt = _child("train", [str(Path(tmp) / "mnist5k")])["checkpoint"]
         info["checkpoint"] = ckpt
         for name, fn, arg in (("parallel", _parallel_rows, ckpt), ("mlp", _mlp_rows, tmp),
-                              ("dendritic", _dendritic_rows, ckpt)):
+                              ("dendritic", _dendritic_rows, ckpt),
+                              ("network", _network_rows, ckpt)):
+            if name not in parts:
+                continue
             t0 = time.perf_counter()
             try:
                 r, i = fn(arg)
@@ -319,7 +383,7 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
 
 
 CHILDREN = {"train": child_train, "size": child_size, "parallel": child_parallel,
-            "dendritic": child_dendritic, "mlp": child_mlp}
+            "dendritic": child_dendritic, "network": child_network, "mlp": child_mlp}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lrfdyn.errors import ValidationError
-from lrfdyn.nir_types import graded_extension
+from lrfdyn.nir_types import block_sum_extension, graded_extension
 from lrfdyn.train.surrogate import spike_fn
 
 
@@ -92,8 +92,42 @@ class Graded(nn.Module):
         return torch.relu(x) if self.rectify else x
 
 
+class BlockSum(nn.Module):
+    """lrfdyn's block-sum extension node: at step t, the sum of its input over the steps
+    of t's time block. A step's value needs later steps, so :func:`run_float` runs the
+    sequence again until every block sum saw the inputs it summed (:meth:`settle`); until
+    then it sends the sums of the previous pass (zeros in the first)."""
+
+    def __init__(self, block: int) -> None:
+        super().__init__()
+        self.block = block
+        self.seen: list[torch.Tensor] = []
+        self.sums: list[torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = len(self.seen)
+        self.seen.append(x)
+        return torch.zeros_like(x) if self.sums is None else self.sums[t]
+
+    def settle(self) -> bool:
+        """End a pass: whether the sums sent in it were those of the inputs it saw."""
+        seen = torch.stack(self.seen)
+        sums = torch.empty_like(seen)
+        for t0 in range(0, len(seen), self.block):
+            sums[t0:t0 + self.block] = seen[t0:t0 + self.block].sum(dim=0)
+        settled = self.sums is not None and torch.equal(torch.stack(self.sums), sums)
+        self.sums, self.seen = list(sums), []
+        return settled
+
+    def reset(self) -> None:
+        self.seen, self.sums = [], None
+
+
 def scale_or_graded(node: nir.Scale) -> nn.Module:
-    """A Scale, or the graded extension node its metadata marks it as."""
+    """A Scale, or the graded or block-sum extension node its metadata marks it as."""
+    block = block_sum_extension(node)
+    if block is not None:
+        return BlockSum(block)
     rectify = graded_extension(node)
     return Scale(node) if rectify is None else Graded(rectify)
 
@@ -205,14 +239,22 @@ def run_float(graph: nir.NIRGraph, images: np.ndarray, batch_size: int = 256) ->
     module = nir_to_module(graph)
     timesteps = int(graph.metadata["timesteps"])
     levels = float(graph.metadata.get("input_levels", 1))
+    block_sums = [m for m in module.modules() if isinstance(m, BlockSum)]
     outs = []
     for i in range(0, len(images), batch_size):
         x = torch.as_tensor(np.asarray(images[i : i + batch_size]), dtype=torch.float32)
         x = x / levels
-        state = fresh_state(module)
-        steps = []
-        for _ in range(timesteps):
-            out, state = module(x, state)
-            steps.append(out)
+        for m in block_sums:
+            m.reset()
+        # One pass without block sums; otherwise one more per block sum in a chain, then one
+        # that confirms nothing changed.
+        for _ in range(len(block_sums) + 2):
+            state = fresh_state(module)
+            steps = []
+            for _ in range(timesteps):
+                out, state = module(x, state)
+                steps.append(out)
+            if all([m.settle() for m in block_sums]):
+                break
         outs.append(torch.stack(steps, 1))
     return torch.cat(outs).numpy()

@@ -31,7 +31,10 @@ lrfdyn's ``graded`` extension node (:func:`lrfdyn.nir_types.graded_node`). Per h
   token) and by ``N·Q − N``;
 * ``Σ_i P[n, i, j]·s``: a 1×1 conv into the attention LIF.
 
-STAtten and A²OS²A are refused with an error naming the block and what is missing.
+STAtten is SSA over blocks of b time steps: the count of each step goes into a
+``block_sum`` extension node (:func:`lrfdyn.nir_types.block_sum_node`) whose value at
+step t is the sum over t's block, so the gate's offset is ``b·N``. A variant in
+:data:`PRODUCT_BLOCKS` is refused with an error naming the block and what is missing.
 """
 
 from __future__ import annotations
@@ -42,18 +45,16 @@ from torch import nn
 
 from lrfdyn.errors import UnsupportedNodeError
 from lrfdyn.export.to_nir import GraphBuilder, lif_node, register
-from lrfdyn.nir_types import EXTENSION_VERSION, EXTENSIONS_USED, GRADED, graded_node, \
-    grouped_input_type
+from lrfdyn.nir_types import BLOCK_SUM, GRADED, block_sum_extension, block_sum_node, graded_node, \
+    grouped_input_type, mark_extension
 from lrfdyn.train.functional import dendrite as dfn
-from lrfdyn.train.models.attention import AND_THRESHOLD, SSA, LinearBN, LRFDyn, LRFSSA
+from lrfdyn.train.models.attention import AND_THRESHOLD, SSA, LinearBN, LRFDyn, LRFSSA, STAtten
 from lrfdyn.train.models.spikformer import ConvBN, Spikformer
 
 import nir
 
 #: Why each attention variant that does not export yet cannot (what its lowering lacks).
 PRODUCT_BLOCKS = {
-    "statten": "its Q·(Kᵀ·V) sums over blocks of time steps, so a step's output waits for "
-               "later steps, which needs step-periodic gating that is not built",
     "a2os2a": "its ternary Q and K need a LIF whose two thresholds share one reset, which "
               "stock Loihi neurons cannot express and lrfdyn has not built",
 }
@@ -145,13 +146,17 @@ def pair_convs(d: int, heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return first, second, total
 
 
-def ssa_attention(g: GraphBuilder, name: str, m: SSA | LRFSSA, src: str,
+def ssa_attention(g: GraphBuilder, name: str, m: SSA | LRFSSA | STAtten, src: str,
                   shape: tuple[int, int, int]) -> str:
-    """Nodes of one SSA or LRF-SSA attention (module docstring); returns the attention
-    LIF, whose input is ``(1−λ)·s·Q(KᵀV) + λ·Σ_δ DWConv_δ(V)`` (λ = 0 for SSA)."""
+    """Nodes of one SSA, LRF-SSA or STAtten attention (module docstring); returns the
+    attention LIF, whose input is ``(1−λ)·s·Q(KᵀV) + λ·Σ_δ DWConv_δ(V)`` (λ = 0 but for
+    LRF-SSA). STAtten's M sums the counts of its block's steps (a block-sum node), so M
+    reaches ``b·N`` and the gate's offset grows with it."""
     cfg = m.cfg
     d, hgt, wid = shape
+    block = cfg.statten_block if isinstance(m, STAtten) else 1
     n_tok = hgt * wid
+    cap = block * n_tok  # the largest M: every token's pair fires at every step of the block
     pairs = cfg.heads * (d // cfg.heads) ** 2
     q, k, v = (qkv_spikes(g, name, m, kind, src, shape) for kind in ("q", "k", "v"))
     first, second, total = pair_convs(d, cfg.heads)
@@ -166,10 +171,13 @@ def ssa_attention(g: GraphBuilder, name: str, m: SSA | LRFSSA, src: str,
     g.add(f"{name}.kv.sum", _conv(ones, zeros, pair_shape, groups=pairs), kv)
     count = g.add(f"{name}.kv_count", graded_node((pairs, 1, 1), rectify=False),
                   f"{name}.kv.sum")
+    if isinstance(m, STAtten):
+        count = g.add(f"{name}.kv_block", block_sum_node((pairs, 1, 1), block=block), count)
+        mark_extension(g.metadata, BLOCK_SUM)
     # M back to every token: an H×W kernel over the 1×1 count, padded to the grid.
     g.add(f"{name}.qm.m", _conv(ones, zeros, (pairs, 1, 1), padding=(hgt - 1, wid - 1),
                                 groups=pairs), count)
-    g.add(f"{name}.qm.q", _conv(n_tok * first, np.full(pairs, -n_tok), shape, groups=d), q)
+    g.add(f"{name}.qm.q", _conv(cap * first, np.full(pairs, -cap), shape, groups=d), q)
     qm = g.add(f"{name}.qm", graded_node(pair_shape, rectify=True),
                f"{name}.qm.m", f"{name}.qm.q")
     lam = float(m.lam.detach()) if isinstance(m, LRFSSA) else 0.0
@@ -182,7 +190,7 @@ def ssa_attention(g: GraphBuilder, name: str, m: SSA | LRFSSA, src: str,
             currents.append(g.add(f"{name}.lrf.{i}", _conv(
                 lam * lrf.weight.detach().double().numpy(), lam * bias, shape,
                 padding=(dl, dl), dilation=dl, groups=d), v))
-    g.metadata[EXTENSIONS_USED] = f"{GRADED}/{EXTENSION_VERSION}"
+    mark_extension(g.metadata, GRADED)
     return g.add(f"{name}.attn_lif", lif_node(m.attn_lif, shape), *currents)
 
 
@@ -230,15 +238,24 @@ def lrf_dyn_attention(g: GraphBuilder, name: str, m: LRFDyn, src: str,
     return s
 
 
+#: The exporter of each attention variant that exports (the others are in PRODUCT_BLOCKS).
+ATTENTION_EXPORTS = {
+    "lrf_dyn": lrf_dyn_attention,
+    "ssa": ssa_attention,
+    "lrf_ssa": ssa_attention,
+    "statten": ssa_attention,
+}
+
+
 @register(Spikformer)
 def spikformer(g: GraphBuilder, m: Spikformer, name: str, src: str) -> str:
     cfg = m.cfg
     if cfg.attention in PRODUCT_BLOCKS:
         raise UnsupportedNodeError(
             f"blocks.0.attn ({cfg.attention}): {PRODUCT_BLOCKS[cfg.attention]}; lrfdyn "
-            "exports lrf_dyn, ssa and lrf_ssa attention"
+            f"exports {', '.join(sorted(ATTENTION_EXPORTS))} attention"
         )
-    attention = lrf_dyn_attention if cfg.attention == "lrf_dyn" else ssa_attention
+    attention = ATTENTION_EXPORTS[cfg.attention]
     shape = _out_shape(g, src)
     cur = src
     for i, stage in enumerate(m.stem):
@@ -306,6 +323,9 @@ def spikformer_config(graph: nir.NIRGraph) -> dict[str, object]:
     else:
         pairs = int(np.asarray(nodes["blocks.0.attn.kv_count"].scale).shape[0])
         dh = pairs // d  # pairs = heads·dh² = d·dh
-        cfg.update(attention="lrf_ssa" if "blocks.0.attn.lrf.0" in nodes else "ssa",
-                   heads=d // dh)
+        kind = "lrf_ssa" if "blocks.0.attn.lrf.0" in nodes else "ssa"
+        cfg.update(attention=kind, heads=d // dh)
+        blk = nodes.get("blocks.0.attn.kv_block")
+        if blk is not None:
+            cfg.update(attention="statten", statten_block=block_sum_extension(blk))
     return cfg

@@ -44,6 +44,7 @@ from lrfdyn.loihi.lower import (
     RelayParams,
     SynapseSpec,
     bias_offset,
+    phase_offset,
 )
 from lrfdyn.loihi.processes.nir_neuron import NirLIF, open_voltage_recording
 from lrfdyn.loihi.processes.recorder import SpikeRecorder, open_recording
@@ -156,6 +157,12 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
         on = np.zeros((len(x), block), np.int32)
         on[:, lag:lag + steps] = 1
         sources[name] = Source(data=on.reshape(1, -1))
+    for name in net.phase_sources:  # the phases of the T input steps, as the bias is lagged
+        lag = phase_offset(name)
+        pattern = np.asarray(net.phases, np.int32)
+        on = np.zeros((len(x), block, pattern.shape[1]), np.int32)
+        on[:, lag:lag + len(pattern)] = pattern
+        sources[name] = Source(data=on.reshape(-1, pattern.shape[1]).T.copy())
     bias = [p for n, p in sources.items() if n != net.input.name]
     folder = _recording_folder()
     lifs = {name: _neuron_process(name, g, folder, total) for name, g in net.groups.items()}
@@ -171,10 +178,11 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
         if isinstance(lif, NirLIF) and lif.proc_params["record"]:
             recordings[name] = open_voltage_recording(lif.proc_params["record"], total, size)
             continue
-        path = str(folder / f"group{i}.{'int32' if group.graded else 'bool'}")
-        recordings[name] = open_recording(path, total, size, graded=group.graded)
+        values = group.graded or group.ternary  # a ternary spike's sign is recorded too
+        path = str(folder / f"group{i}.{'int32' if values else 'bool'}")
+        recordings[name] = open_recording(path, total, size, graded=values)
         recorders[name] = SpikeRecorder(shape=(size,), steps=total, path=path,
-                                        graded=group.graded)
+                                        graded=values)
         lif.s_out.connect(recorders[name].a_in)
     lava_net = LavaNetwork(source, bias, lifs, synapses, recorders, recordings, steps, drain,
                            folder)
@@ -196,6 +204,16 @@ def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> Abst
         # vth = 0: every non-zero value passes (both send v·(|v| > vth)).
         return ProdNeuron(shape=(g.size,), vth=0, exp=p.exp) if p.prod else \
             GradedVec(shape=(g.size,), vth=0, exp=0)
+    if getattr(g, "ternary", False):
+        # Stock: PyTernLifModelFixed runs AbstractPyLifModelFixed's u/v update (as LIF's
+        # bit-accurate model does) and sends +1 above vth_hi << 6, −1 below vth_lo << 6.
+        from lava.proc.lif.process import TernaryLIF
+
+        return TernaryLIF(
+            shape=(g.size,), du=g.params.du, dv=g.params.dv, vth_hi=g.params.vth,
+            vth_lo=-g.params.vth, name=name,
+            bias_mant=np.broadcast_to(g.params.bias_mant, (g.size,)).astype(np.int32),
+            bias_exp=np.broadcast_to(g.params.bias_exp, (g.size,)).astype(np.int32))
     common = dict(
         shape=(g.size,), du=g.params.du, dv=g.params.dv, vth=g.params.vth, name=name,
         bias_mant=np.broadcast_to(g.params.bias_mant, (g.size,)).astype(np.int32),

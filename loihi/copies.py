@@ -14,8 +14,8 @@ copies of the original neurons, wired so that copies cannot interact:
 * a Conv layer on ``(C, H, W)`` becomes one on ``(k·C, H, W)`` with ``k·groups`` groups and
   the kernel stacked ``k`` times along its output channels: group ``c·groups + j`` is
   group ``j`` of copy ``c``, so the kernel is still stored once per copy, never per position;
-* the always-on bias sources stay single (every copy gets the same spike at the same step),
-  their layers' rows are tiled.
+* the clock sources (the always-on bias, a block sum's phases) stay single (every copy
+  gets the same spike at the same step), their layers' rows are tiled.
 
 Delays, latencies and the drain are the original network's, so a block of ``k`` samples
 takes the Lava steps of one and each copy's spikes equal a run of its sample alone
@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lrfdyn.errors import ValidationError
-from lrfdyn.loihi.lower import LoweredNetwork, NeuronGroup, SynapseSpec, bias_offset
+from lrfdyn.loihi.lower import LoweredNetwork, NeuronGroup, SynapseSpec, clock_offset
 
 #: Neurons (all copies together) that one Lava network is sized to. On the MNIST-5k LRF-Dyn
 #: model (116k neurons, ~110 Lava processes) a step costs about the same for 1 copy as for
@@ -129,7 +129,7 @@ def copy_network(net: LoweredNetwork, copies: int) -> LoweredNetwork:
     if copies == 1:
         return net
     groups = {name: _copy_group(g, copies) for name, g in net.groups.items()}
-    synapses = [_copy_synapse(s, copies, bias_offset(s.src) is not None) for s in net.synapses]
+    synapses = [_copy_synapse(s, copies, clock_offset(s.src) is not None) for s in net.synapses]
     inp = dataclasses.replace(net.input, size=net.input.size * copies)
     return dataclasses.replace(net, input=inp, groups=groups, synapses=synapses,
                                metadata={**net.metadata, "copies": copies})
@@ -214,7 +214,7 @@ def split_streams(values: np.ndarray, copies: int, streams_per_sample: int,
 
 def fits_copies(net: LoweredNetwork) -> bool:
     """Whether every layer can be copied (a conv fed by a shared source cannot)."""
-    return all(not (s.conv is not None and bias_offset(s.src) is not None)
+    return all(not (s.conv is not None and clock_offset(s.src) is not None)
                for s in net.synapses)
 
 

@@ -485,3 +485,52 @@ def as_lowered(dn: DendriticNetwork) -> LoweredNetwork:
                           output=dn.net.output, dt=dn.net.dt,
                           metadata={**dn.net.metadata, "mode": "dendritic",
                                     "period": dn.period})
+
+
+# ---------------------------------------------------------------- copies
+
+
+def network_neurons(dn: DendriticNetwork) -> int:
+    """Neurons of the one network (per-token groups, stream processes, the input)."""
+    return (dn.net.input.size + sum(g.size for g in dn.groups.values())
+            + sum(size for plan in dn.streams for _, size in stream_sizes(plan).values()))
+
+
+def choose_network_copies(dn: DendriticNetwork, samples: int | None = None) -> int:
+    """Copies of the one network per Lava run, sized like the parallel network's
+    (:data:`lrfdyn.loihi.copies.NEURON_BUDGET` neurons, at most ``MAX_COPIES``, at most
+    ``samples``); 1 where a layer cannot be copied."""
+    from lrfdyn.loihi.copies import MAX_COPIES, NEURON_BUDGET, fits_copies
+
+    if not fits_copies(dn.net):
+        return 1
+    k = max(1, min(MAX_COPIES, NEURON_BUDGET // max(network_neurons(dn), 1)))
+    return k if samples is None else min(k, max(1, samples))
+
+
+def copy_dendritic_network(dn: DendriticNetwork, copies: int) -> DendriticNetwork:
+    """``dn`` with ``copies`` independent copies side by side in every process.
+
+    The per-token side is :func:`~lrfdyn.loihi.copies.copy_network` of the parallel
+    lowering, each stream :func:`~lrfdyn.loihi.copies.copy_block` (channels
+    ``d → copies·d``; the masks and the stream bias, the same for every copy, shared);
+    then the same joining. Copy-major everywhere: V neuron ``j·d·N + c·N + n`` of copy j is
+    channel ``j·d + c`` of the copied stream, so serializer, deserializer and attention
+    LIF keep every copy's neurons apart. The clock (period, latencies, delays) is the
+    original's, so a block of ``copies`` samples takes the Lava steps of one.
+    """
+    from lrfdyn.loihi.copies import copy_block, copy_network
+
+    if copies < 1:
+        raise ValidationError(f"copies must be at least 1, got {copies}")
+    if copies == 1:
+        return dn
+    shared = (MASKS, BIAS_SOURCE)
+    out = lower_network(copy_network(dn.net, copies),
+                        [copy_block(p.block, copies, shared) for p in dn.streams],
+                        period=dn.period)
+    # Same clock: any difference would break the per-sample equality.
+    assert {n: g.latency for n, g in out.groups.items()} == \
+        {n: g.latency for n, g in dn.groups.items()}
+    assert [p.sigma for p in out.streams] == [p.sigma for p in dn.streams]
+    return out

@@ -209,6 +209,19 @@ def lif_step(
     return spikes, LifState(u, (torch.where if _is_torch(v) else np.where)(spikes, 0, v))
 
 
+def ternary_step(state: LifState, a_in, p: LifParams) -> tuple[np.ndarray, LifState]:
+    """One step of Lava's ``TernaryLIF`` (``PyTernLifModelFixed``, vth_hi = vth,
+    vth_lo = −vth): the u/v update of :func:`lif_step` (both models inherit it from
+    ``AbstractPyLifModelFixed``), then ``s = (v > vth << 6) − (v < −vth << 6)`` and
+    ``v ← 0`` where ``s ≠ 0``. Returns int64 values in {−1, 0, 1} and the new state."""
+    a_in = _int64(a_in)
+    u = wrap_current(decay(state.u, p.du + 1) + (a_in << ACT_SHIFT))
+    v = clip_voltage(decay(state.v, p.dv) + u + _bias_of(p, u))
+    vth = int(p.vth) << VTH_SHIFT
+    s = _int64(v > vth) - _int64(v < -vth)
+    return s, LifState(u, (torch.where if _is_torch(v) else np.where)(s != 0, 0, v))
+
+
 def _bias_of(p: LifParams, like):
     """``bias_mant << bias_exp`` in ``like``'s kind; a torch copy is cached per device."""
     bias = scaled_bias(p.bias_mant, p.bias_exp)

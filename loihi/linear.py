@@ -37,7 +37,8 @@ from lrfdyn.loihi.layers import (
 
 
 class Tap(NamedTuple):
-    """A source's output ``lag`` steps ago (``lag`` > 0 only behind a NIR Delay)."""
+    """A source's output ``lag`` steps ago (``lag`` > 0 behind a NIR Delay; < 0, a later
+    step, only inside a block-sum node's lowering)."""
 
     source: str
     lag: int = 0
@@ -94,7 +95,7 @@ class Expression:
         bias = apply_map(nm.map, self.bias) if np.any(self.bias) else np.zeros(nm.map.n_out)
         if with_bias and nm.bias is not None:
             bias = bias + nm.bias
-        return Expression(_merged(terms), bias, tuple(nm.map.out_shape))
+        return Expression(merged_terms(terms), bias, tuple(nm.map.out_shape))
 
     def plus(self, other: Expression) -> Expression:
         """Sum of two expressions (NIR sums the edges entering a node)."""
@@ -102,7 +103,8 @@ class Expression:
             raise ValidationError(
                 f"edges entering one node carry {self.size} and {other.size} values"
             )
-        return Expression(_merged(self.terms + other.terms), self.bias + other.bias, self.shape)
+        return Expression(merged_terms(self.terms + other.terms), self.bias + other.bias,
+                          self.shape)
 
     def plus_bias(self, bias: np.ndarray | None) -> Expression:
         if bias is None:
@@ -114,7 +116,7 @@ class Expression:
         terms = [(tap, m if isinstance(m, MatrixMap) else
                   MatrixMap(m.matrix(), tuple(m.in_shape), tuple(m.out_shape)))
                  for tap, m in self.terms]
-        return Expression(_merged(terms), self.bias, self.shape)
+        return Expression(merged_terms(terms), self.bias, self.shape)
 
     def delayed(self, lags: np.ndarray) -> Expression:
         """This expression seen through per-element delays of ``lags`` steps (NIR Delay).
@@ -133,10 +135,10 @@ class Expression:
             for tap, m in self.explicit().terms:
                 terms.append((Tap(tap.source, tap.lag + int(lag)),
                               MatrixMap((rows @ m.matrix()).tocsr(), m.in_shape, m.out_shape)))
-        return Expression(_merged(terms), self.bias, self.shape)
+        return Expression(merged_terms(terms), self.bias, self.shape)
 
 
-def _merged(terms: list[Term]) -> list[Term]:
+def merged_terms(terms: list[Term]) -> list[Term]:
     """Terms with one entry per (tap, structure): same-shaped maps from one tap add up."""
     out: list[Term] = []
     for tap, m in terms:
@@ -169,4 +171,5 @@ def linear_map(node: nir.NIRNode, in_shape: tuple[int, ...], name: str) -> Linea
     return LinearMatrix(nm.map.matrix(), nm.bias, tuple(nm.map.out_shape))
 
 
-__all__ = ["MAP_BUILDERS", "Expression", "LinearMatrix", "Tap", "apply_map", "linear_map"]
+__all__ = ["MAP_BUILDERS", "Expression", "LinearMatrix", "Tap", "Term", "apply_map", "linear_map",
+           "merged_terms"]

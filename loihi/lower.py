@@ -42,6 +42,12 @@ in steps behind one, and 1 on a group's edge into itself (the previous step's
 spikes, as snnTorch's RLeaky). Its Lava delay makes up the rest
 (:func:`assign_latencies`, :func:`realize_delays`).
 
+A block-sum node (:func:`lrfdyn.nir_types.block_sum_node`, STAtten) reads the later
+steps of its time block, a negative lag (a *lead*) that puts it deeper in the pipeline;
+each phase of the block is a ProdNeuron row gated by the phase source
+(:data:`PHASE_SOURCE`, :func:`block_sum_plans`), whose spikes, like the bias, are
+lagged to each group's latency.
+
 Graded extension nodes (:func:`lrfdyn.nir_types.graded_node`, SSA's count and gate)
 are relays at scale 1 whose every weight and bias must stay the same integer: they
 compute in whole units, and a rectifier gates exactly only then. What cannot is refused.
@@ -77,9 +83,9 @@ from lrfdyn.loihi.layers import (
     is_identity,
     node_map,
 )
-from lrfdyn.loihi.linear import Expression, Tap
+from lrfdyn.loihi.linear import Expression, Tap, Term, merged_terms
 from lrfdyn.loihi.neurons import NEURON_LOWERINGS, NIR, Convention, Dynamics
-from lrfdyn.nir_types import graded_extension
+from lrfdyn.nir_types import block_sum_extension, graded_extension
 
 #: Lowering format version, recorded in simulate reports and netx files (3: graded
 #: extension nodes, and a relay's one-unit rounding offset kept).
@@ -88,14 +94,36 @@ LOWERING_VERSION = 3
 BIAS_SOURCE = "bias"
 
 
+#: Name of the phase source: one neuron per phase of a block-sum node's time blocks,
+#: spiking at the steps of its phase (:attr:`LoweredNetwork.phases`).
+PHASE_SOURCE = "phase"
+
+
+def _copy_lag(name: str, head: str) -> int | None:
+    if name == head:
+        return 0
+    first, sep, lag = name.partition("@")
+    return int(lag) if first == head and sep and lag.isdigit() else None
+
+
 def bias_offset(name: str) -> int | None:
     """Steps by which a bias source lags :data:`BIAS_SOURCE` (``bias@64`` → 64), or None
     for a source that is not a bias. Groups deeper than Loihi's longest delay take their
     bias from such a later copy instead of a relay."""
-    if name == BIAS_SOURCE:
-        return 0
-    head, sep, lag = name.partition("@")
-    return int(lag) if head == BIAS_SOURCE and sep and lag.isdigit() else None
+    return _copy_lag(name, BIAS_SOURCE)
+
+
+def phase_offset(name: str) -> int | None:
+    """As :func:`bias_offset`, for copies of :data:`PHASE_SOURCE`."""
+    return _copy_lag(name, PHASE_SOURCE)
+
+
+def clock_offset(name: str) -> int | None:
+    """The lag of a source that runs on the clock alone (a bias or a phase source), or
+    None for the input and for groups. Clock sources send the same to every copy of a
+    network and never set a group's latency."""
+    lag = bias_offset(name)
+    return phase_offset(name) if lag is None else lag
 #: Graded payloads (relay outputs) are 24-bit signed values.
 GRADED_BITS = fixed.UV_BITS
 #: Largest magnitude of a graded payload or a conv's summed output (24-bit signed).
@@ -263,6 +291,9 @@ class NeuronGroup:
     spiking: bool = True
     #: ``lif``, ``relay`` (a linear node kept as graded neurons) or ``delay`` (a delay relay).
     kind: str = "lif"
+    #: A ternary LIF (lrfdyn's ternary/1, Lava's ``TernaryLIF``): it sends −1, 0 or +1
+    #: as a signed payload, so ``spiking`` is False (its value is read).
+    ternary: bool = False
 
     @property
     def graded(self) -> bool:
@@ -299,10 +330,25 @@ class LoweredNetwork:
     def has_bias(self) -> bool:
         return any(bias_offset(s.src) is not None for s in self.synapses)
 
+    #: ``(T, P)`` 0/1: which neuron of :data:`PHASE_SOURCE` spikes at each of a sample's T
+    #: logical steps (None without block-sum nodes). It is silent from step T on.
+    phases: np.ndarray | None = None
+
     @property
     def bias_sources(self) -> list[str]:
         return sorted({s.src for s in self.synapses if bias_offset(s.src) is not None},
                       key=bias_offset)
+
+    @property
+    def phase_sources(self) -> list[str]:
+        return sorted({s.src for s in self.synapses if phase_offset(s.src) is not None},
+                      key=phase_offset)
+
+    def phase_at(self, t: int) -> np.ndarray:
+        """The phase source's spikes (P,) at logical step ``t`` of a sample."""
+        if self.phases is None or not 0 <= t < len(self.phases):
+            return np.zeros(0 if self.phases is None else self.phases.shape[1], np.int64)
+        return self.phases[t]
 
     def steps_per_sample(self) -> int:
         """Lava steps per sample: T input steps plus the pipeline's fill."""
@@ -334,6 +380,8 @@ _FIXED_ROLES = {nir.Input: "input", nir.Output: "output", nir.Delay: "delay"}
 
 
 def _role(node: nir.NIRNode) -> str | None:
+    if block_sum_extension(node) is not None:
+        return "block_sum"
     if graded_extension(node) is not None:
         return "graded"  # lrfdyn's extension; its carrier type means nothing here
     t = type(node)
@@ -400,10 +448,72 @@ class GroupPlan:
     #: A graded extension node (lrfdyn.nir_types.graded_node): exact integers, scale 1.
     exact: bool = False
     rectify: bool = False
+    #: Columns of :data:`PHASE_SOURCE` that gate this exact node's rows, one per block of
+    #: rows (a ProdNeuron whose ``a_in2`` is the phase): a block-sum node's phases.
+    gate: tuple[int, ...] | None = None
 
     @property
     def kind(self) -> str:
         return "lif" if self.dynamics is not None else "relay"
+
+
+def phase_keys(block: int, timesteps: int) -> list[tuple[int, int, int]]:
+    """``(block, j, L)`` for each kind of step of T: step j of a time block of L steps
+    (L = block, or the shorter last block when T is not a multiple of it)."""
+    keys: list[tuple[int, int, int]] = []
+    for t in range(timesteps):
+        t0 = block * (t // block)
+        key = (block, t - t0, min(block, timesteps - t0))
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def phase_pattern(keys: list[tuple[int, int, int]], timesteps: int) -> np.ndarray:
+    """``(T, P)`` 0/1: phase p spikes at the steps of kind ``keys[p]``."""
+    out = np.zeros((timesteps, len(keys)), np.int64)
+    for p, (block, j, length) in enumerate(keys):
+        for t in range(timesteps):
+            t0 = block * (t // block)
+            out[t, p] = t - t0 == j and min(block, timesteps - t0) == length
+    return out
+
+
+def block_sum_plans(name: str, e: Expression, block: int, timesteps: int,
+                    keys: list[tuple[int, int, int]]) -> list[GroupPlan]:
+    """A block-sum node as two exact groups (``keys`` gains the phases it uses).
+
+    ``name.phase`` holds one copy of the node per phase (j, L): copy p reads the input
+    at the L steps of its block, ``x(t − j + m)`` for m < L, so at lags j − m down to
+    −(L − 1 − j) (a *lead*: lowering puts the group that much deeper in the pipeline),
+    and multiplies by its phase spike, a ProdNeuron's ``a_in2``. At each step exactly
+    one copy is on, and ``name`` sums the copies.
+    """
+    own = phase_keys(block, timesteps)
+    cols = []
+    for k in own:
+        if k not in keys:
+            keys.append(k)
+        cols.append(keys.index(k))
+    n, p_count = e.size, len(own)
+    terms: list[Term] = []
+    for p, (_, j, length) in enumerate(own):
+        put = sp.kron(sp.csr_matrix(([1.0], ([p], [0])), shape=(p_count, 1)),
+                      sp.identity(n, format="csr"), format="csr")
+        for m in range(length):
+            for tap, mm in e.terms:
+                terms.append((Tap(tap.source, tap.lag + j - m),
+                              MatrixMap((put @ mm.matrix()).tocsr(), tuple(mm.in_shape),
+                                        (p_count, *e.shape))))
+    bias = np.concatenate([length * e.bias for _, _, length in own])
+    phase = GroupPlan(f"{name}.phase", None, Expression(merged_terms(terms), bias,
+                                                        (p_count, *e.shape)),
+                      exact=True, gate=tuple(cols))
+    total = MatrixMap(sp.kron(np.ones((1, p_count)), sp.identity(n), format="csr"),
+                      (p_count, *e.shape), tuple(e.shape))
+    summed = GroupPlan(name, None, Expression([(Tap(phase.name), total)], np.zeros(n),
+                                              tuple(e.shape)), exact=True)
+    return [phase, summed]
 
 
 @dataclass(eq=False)
@@ -418,6 +528,8 @@ class Wiring:
     convention: Convention
     metadata: dict[str, Any]
     recurrent: set[tuple[str, str]]
+    #: The phases that block-sum nodes use (:func:`phase_keys`), one column each.
+    phases: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def _worth_relaying(e: Expression, consumers: int) -> bool:
@@ -483,7 +595,7 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
 
     def sent_by(n: str) -> Expression:
         """What node ``n`` passes downstream, as terms of group outputs and the input."""
-        if role[n] in ("input", "neuron", "graded"):
+        if role[n] in ("input", "neuron", "graded", "block_sum"):
             return Expression.source(n, shape_of(n))
         if n in relays:
             return Expression.source(n, relays[n].shape)
@@ -547,15 +659,19 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
             shapes[n] = inputs[n].shape
         return shapes[n]
 
-    neurons = [n for n in graph.nodes if role[n] in ("neuron", "graded")]
+    neurons = [n for n in graph.nodes if role[n] in ("neuron", "graded", "block_sum")]
     for n in neurons:
         shape_of(n)
     all_inputs = {**inputs, **relays}
     order, recurrent = _group_order([*neurons, *relays], all_inputs)
     plans = []
+    phases: list[tuple[int, int, int]] = []
     for n in order:
         if n in relays:
             plans.append(GroupPlan(n, None, relays[n]))
+        elif role[n] == "block_sum":
+            plans.extend(block_sum_plans(n, inputs[n], block_sum_extension(graph.nodes[n]),
+                                         timesteps, phases))
         elif role[n] == "graded":
             plans.append(GroupPlan(n, None, inputs[n], exact=True,
                                    rectify=bool(graded_extension(graph.nodes[n]))))
@@ -573,7 +689,7 @@ def wire(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None =
             )
     spec_in = InputSpec(name=in_name, size=math.prod(in_shape), levels=levels,
                         timesteps=timesteps)
-    return Wiring(spec_in, in_shape, plans, out_src, dt, conv, meta, recurrent)
+    return Wiring(spec_in, in_shape, plans, out_src, dt, conv, meta, recurrent, phases)
 
 
 def _group_order(
@@ -633,6 +749,7 @@ def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None 
         groups, synapses = (quantizer or _Quantizer)(w, plans).run()
     assign_latencies(w, groups, synapses)
     realize_delays(groups, synapses)
+    _ternary_payloads(groups, synapses)
     meta = dict(w.metadata)
     substituted = [p.name for p in plans if p.dynamics is not None and p.dynamics.reset != "zero"]
     if substituted:
@@ -640,7 +757,24 @@ def lower(graph: nir.NIRGraph, conv: Convention = NIR, *, timesteps: int | None 
         # measured as spike agreement against the float model, never hidden.
         meta["reset_substituted"] = {g: "zero (Loihi) for subtract_next" for g in substituted}
     return LoweredNetwork(input=w.input, groups=groups, synapses=synapses, output=w.output,
-                          dt=w.dt, metadata=meta)
+                          dt=w.dt, metadata=meta,
+                          phases=phase_pattern(w.phases, w.input.timesteps) if w.phases
+                          else None)
+
+
+#: Payload bits of a ternary group's spikes (Lava's ``TernaryLIF`` sends 2-bit signed values).
+TERNARY_BITS = 2
+
+
+def _ternary_payloads(groups: dict[str, NeuronGroup], synapses: list[SynapseSpec]) -> None:
+    """Every synapse that reads a ternary group, or a delay relay of one, reads a value:
+    without message bits Lava's synapses take any non-zero payload as a +1 spike."""
+    for s in synapses:
+        g = groups.get(s.src)
+        if g is not None and g.ternary and not s.num_message_bits:
+            s.num_message_bits = TERNARY_BITS
+    # A delay relay of a ternary group is graded, and realize_delays gives its readers
+    # graded bits; only its own input synapse (from the ternary group) is covered above.
 
 
 @contextmanager
@@ -903,9 +1037,20 @@ class _Quantizer:
                                   f"payload ({GRADED_MAX}); use fewer tokens per count")
         self._synapses(n, p.inputs, lambda src: 1.0, bias_units=1.0, exact=True)
         self.groups[n] = NeuronGroup(
-            name=n, size=p.inputs.size, params=RelayParams(rectify=p.rectify),
+            name=n, size=p.inputs.size, params=RelayParams(rectify=p.rectify,
+                                                           shifter=p.gate is not None),
             shape=p.inputs.shape, float_params={"scale": 1.0, "pre_scale": 1.0},
             spiking=False, kind="relay")
+        if p.gate is not None:
+            # Rows of block b are on only while phase gate[b] spikes: a_in1 · a_in2.
+            rows = p.inputs.size // len(p.gate)
+            cols = np.repeat(np.asarray(p.gate), rows)
+            self.synapses.append(SynapseSpec(
+                name=f"{n}.gate", src=PHASE_SOURCE, dst=n,
+                weights=sp.csr_matrix((np.ones(p.inputs.size, np.int64),
+                                       (np.arange(p.inputs.size), cols)),
+                                      shape=(p.inputs.size, len(self.w.phases))),
+                weight_exp=0, port="a_in2"))
 
     def _lif(self, n: str, p: GroupPlan) -> None:
         dyn = p.dynamics
@@ -935,7 +1080,7 @@ class _Quantizer:
         group = NeuronGroup(name=n, size=size, params=params, shape=p.inputs.shape,
                             float_params={"tau_steps": dyn.tau_steps, "v_th": theta,
                                           "lambda": lam, "gain": dyn.gain},
-                            spiking=dyn.spiking)
+                            spiking=dyn.spiking and not dyn.ternary, ternary=dyn.ternary)
         self.groups[n] = group
         if dyn.memoryless:
             _check_memoryless(group, self.incoming(n), self)
@@ -1082,7 +1227,7 @@ def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> 
     step's spikes on a recurrent edge) gets ``latency(dst) − latency(src) − 1 + lag``.
     Delays that Lava cannot hold as they are are given a form by :func:`realize_delays`.
     """
-    latency = {w.input.name: 0, BIAS_SOURCE: 0}
+    latency = {w.input.name: 0}
     by_dst: dict[str, list[Any]] = {}
     for s in synapses:
         by_dst.setdefault(s.dst, []).append(s)
@@ -1090,12 +1235,15 @@ def assign_latencies(w: Wiring, groups: dict[str, Any], synapses: list[Any]) -> 
         inc = by_dst.get(name, [])
         for s in inc:
             s.recurrent = (s.src, name) in w.recurrent
-        # The bias follows the data; it never sets the pace.
-        group.latency = max(latency[s.src] + 1 for s in inc
-                            if s.src != BIAS_SOURCE and not s.recurrent)
+        # The bias and the phases follow the data; they never set the pace. A lead (a
+        # negative lag: a block sum reading its block's later steps) needs that many
+        # steps more.
+        group.latency = max(latency[s.src] + 1 + max(0, -s.lag) for s in inc
+                            if clock_offset(s.src) is None and not s.recurrent)
         latency[name] = group.latency
         for s in inc:
-            s.delay = group.latency - latency[s.src] - 1 + s.lag + int(s.recurrent)
+            src_latency = 0 if clock_offset(s.src) is not None else latency[s.src]
+            s.delay = group.latency - src_latency - 1 + s.lag + int(s.recurrent)
             if s.delay <= fixed.MAX_DELAY:
                 s.__post_init__()
 
@@ -1150,9 +1298,10 @@ def realize_delays(groups: dict[str, NeuronGroup], synapses: list[SynapseSpec]) 
                 s.src = delay_relay(s.src, s.delay)
                 s.num_message_bits = GRADED_BITS
                 s.delay = 0
-        if s.delay > fixed.MAX_DELAY and bias_offset(s.src) is not None:
+        if s.delay > fixed.MAX_DELAY and clock_offset(s.src) is not None:
             hops = s.delay // DELAY_RELAY_STEPS
-            s.src = f"{BIAS_SOURCE}@{bias_offset(s.src) + hops * DELAY_RELAY_STEPS}"
+            head = BIAS_SOURCE if bias_offset(s.src) is not None else PHASE_SOURCE
+            s.src = f"{head}@{clock_offset(s.src) + hops * DELAY_RELAY_STEPS}"
             s.delay -= hops * DELAY_RELAY_STEPS
         if s.delay > fixed.MAX_DELAY:
             if s.src not in groups:

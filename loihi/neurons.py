@@ -32,6 +32,7 @@ chosen explicitly (``--convention``), never guessed:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,6 +136,8 @@ class Dynamics:
     tau_steps: float | np.ndarray = 0.0
     spike_ge: bool = False
     multi_spike: bool = False
+    #: lrfdyn's ternary/1 extension: +1 above v_th, −1 below −v_th, reset after either.
+    ternary: bool = False
 
     def __post_init__(self) -> None:
         for name in ("du", "dv"):
@@ -215,6 +218,10 @@ def _v_leak(node: Any, leak: float) -> np.ndarray:
 
 @register_neuron(nir.LIF)
 def _lif(node: nir.LIF, dt: float, name: str, conv: Convention) -> Dynamics:
+    from lrfdyn.nir_types import ternary_extension, unpoisoned_ternary
+
+    if ternary_extension(node):  # its carrier's v_leak is NaN by definition
+        return dataclasses.replace(_lif(unpoisoned_ternary(node), dt, name, conv), ternary=True)
     _zero_reset(name, node)
     tau = conv.tau(param(name, "tau", node.tau, conv), dt)
     g = _leak(name, tau, dt, conv)

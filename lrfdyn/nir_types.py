@@ -77,8 +77,84 @@ def graded_extension(node: nir.NIRNode) -> bool | None:
     return bool(np.asarray(meta.get("rectify", False)))
 
 
+#: A graded node that sums its input over blocks of ``block`` time steps (STAtten):
+#: ``y(t) = Σ_{s ∈ B(t)} x(s)``, ``B(t) = [b·⌊t/b⌋, min(b·⌊t/b⌋ + b, T))``. A step's
+#: output needs the later steps of its block, so it has no causal per-step form; the
+#: lowering delays the consumers instead (a latency of b − 1 steps).
+BLOCK_SUM = "block_sum"
+#: Every extension this version reads (:mod:`lrfdyn.validate` refuses any other).
+KNOWN_EXTENSIONS = (GRADED, BLOCK_SUM)
+
+
+def block_sum_node(shape: tuple[int, ...], *, block: int) -> nir.Scale:
+    """The :data:`BLOCK_SUM` extension node, on the same NaN carrier as :func:`graded_node`."""
+    return nir.Scale(scale=np.full(shape, np.nan, np.float32),
+                     metadata={EXTENSION_KEY: BLOCK_SUM, "block": int(block),
+                               "version": EXTENSION_VERSION})
+
+
+def block_sum_extension(node: nir.NIRNode) -> int | None:
+    """The block length of a :data:`BLOCK_SUM` node; None for any other node."""
+    meta = getattr(node, "metadata", None) or {}
+    if str(meta.get(EXTENSION_KEY, "")) != BLOCK_SUM:
+        return None
+    return int(np.asarray(meta.get("block", 1)))
+
+
+def mark_extension(metadata: dict, kind: str) -> None:
+    """Add ``kind/version`` to a graph's :data:`EXTENSIONS_USED` list (comma-separated)."""
+    used = [u for u in str(metadata.get(EXTENSIONS_USED, "")).split(",") if u]
+    tag = f"{kind}/{EXTENSION_VERSION}"
+    if tag not in used:
+        metadata[EXTENSIONS_USED] = ",".join([*used, tag])
+
+
 def extension_kind(node: nir.NIRNode) -> str | None:
     """The extension a node is marked with (any value of :data:`EXTENSION_KEY`), or None."""
     meta = getattr(node, "metadata", None) or {}
     kind = meta.get(EXTENSION_KEY)
     return None if kind is None else str(kind)
+
+
+# ---------------------------------------------------------------- ternary/1 (A²OS²A's Q and K)
+
+#: A LIF with two thresholds ±v_threshold that emits {−1, 0, +1} and resets to 0 after
+#: either spike: ``v ← v + (r·x − v)·dt/τ``; ``s = +1`` where ``v`` crosses
+#: ``+v_threshold``, ``−1`` where it crosses ``−v_threshold``; ``v ← 0`` where ``s ≠ 0``.
+#: Readers send ``s`` on as a signed value. NIR 1.0's neurons spike with one sign only.
+TERNARY = "ternary"
+KNOWN_EXTENSIONS = (*KNOWN_EXTENSIONS, TERNARY)
+
+
+def ternary_node(tau: np.ndarray, v_threshold: np.ndarray) -> nir.LIF:
+    """The :data:`TERNARY` extension node: a ``nir.LIF`` carrier with the true ``tau``,
+    ``r = 1``, ``v_threshold`` (the upper threshold; the lower one is its negative) and
+    ``v_reset = 0``, whose ``v_leak`` is NaN on purpose.
+
+    Why poison ``v_leak``: a reader that ignores the mark would otherwise run a plausible
+    one-sided LIF, spiking +1 only and keeping v below −θ instead of sending −1. With
+    ``v_leak`` NaN its membrane is NaN from the first step (every neuron, whatever the
+    input), so it never produces plausible spikes. The definition fixes ``v_leak = 0``,
+    and lrfdyn reads only the other fields and the metadata.
+    """
+    shape = np.shape(tau)
+    return nir.LIF(tau=np.asarray(tau, np.float64), r=np.ones(shape, np.float32),
+                   v_leak=np.full(shape, np.nan, np.float32),
+                   v_threshold=np.asarray(v_threshold, np.float32),
+                   v_reset=np.zeros(shape, np.float32),
+                   metadata={EXTENSION_KEY: TERNARY, "version": EXTENSION_VERSION})
+
+
+def ternary_extension(node: nir.NIRNode) -> bool:
+    """Whether ``node`` is a :data:`TERNARY` extension node."""
+    meta = getattr(node, "metadata", None) or {}
+    return str(meta.get(EXTENSION_KEY, "")) == TERNARY
+
+
+def unpoisoned_ternary(node: nir.LIF) -> nir.LIF:
+    """The carrier with its defined ``v_leak = 0``: the LIF whose voltage the ternary
+    neuron integrates (its spike rule is the extension's own)."""
+    import dataclasses
+
+    return dataclasses.replace(node, v_leak=np.zeros(np.shape(node.tau), np.float32),
+                               metadata={})

@@ -394,13 +394,14 @@ def _check_nodes(graph: Any, where: str, fix: str, prefix: str) -> None:
             continue
         if not dataclasses.is_dataclass(node):
             raise NIRFileError(f"{where}: {label} is not a NIR node; {fix}")
-        from lrfdyn.nir_types import GRADED, extension_kind
+        from lrfdyn.nir_types import KNOWN_EXTENSIONS, extension_kind
 
         kind = extension_kind(node)
         if kind is not None:
-            if kind != GRADED:
+            if kind not in KNOWN_EXTENSIONS:
+                known = ", ".join(map(repr, KNOWN_EXTENSIONS))
                 raise NIRFileError(f"{where}: {label} uses lrfdyn extension {show(kind)}, "
-                                   f"which this version does not know (it knows {GRADED!r}); "
+                                   f"which this version does not know (it knows {known}); "
                                    "upgrade lrfdyn or re-export the model")
             continue  # its carrier's fields are NaN on purpose (lrfdyn.nir_types.graded_node)
         for f in dataclasses.fields(node):

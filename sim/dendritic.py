@@ -113,7 +113,7 @@ def run_streams(block: DendriticBlock, u: np.ndarray, *, chained: bool = True,
 
 
 def run_stream_timelines(block: DendriticBlock, u: np.ndarray, streams_per_sample: int,
-                         copies: int = 1) -> StreamRun:
+                         copies: int = 1, period: int | None = None) -> StreamRun:
     """The chained reference of the timelines Lava runs with ``copies`` side by side.
 
     Copy ``c`` chains the streams of samples ``c, c + copies, …``; a stream's first steps
@@ -121,12 +121,13 @@ def run_stream_timelines(block: DendriticBlock, u: np.ndarray, streams_per_sampl
     timeline is chained on its own. Values come back sample-major, as for one timeline.
     """
     if copies == 1:
-        return run_streams(block, u, chained=True)
+        return run_streams(block, u, chained=True, period=period)
     per = np.asarray(u).reshape(-1, streams_per_sample, *u.shape[1:])
     out: dict[str, np.ndarray] = {}
     for c in range(min(copies, len(per))):
         idx = np.arange(c, len(per), copies)
-        part = run_streams(block, per[idx].reshape(-1, *u.shape[1:]), chained=True).values
+        part = run_streams(block, per[idx].reshape(-1, *u.shape[1:]), chained=True,
+                           period=period).values
         for name, v in part.items():
             if name not in out:
                 out[name] = np.zeros((len(per), streams_per_sample, *v.shape[1:]), v.dtype)
@@ -276,7 +277,7 @@ def simulate_dendritic(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray, *,
     t_in = net.input.timesteps
     if use_lava and network:  # the whole model as one Lava network
         return simulate_network(net, blocks, x, y, float_predictions=float_predictions,
-                                on_sample=on_sample)
+                                on_sample=on_sample, copies=copies)
     if copies is None:  # samples side by side in each stream network, sized by the blocks
         from lrfdyn.loihi.copies import choose_stream_copies
 
@@ -366,9 +367,19 @@ class NetworkRun:
 
 
 def run_dendritic_network_lava(dn: Any, x: np.ndarray, *, deser_shift: int = 0,
-                               on_sample: Callable[[int], None] | None = None) -> NetworkRun:
+                               on_sample: Callable[[int], None] | None = None,
+                               copies: int = 1) -> NetworkRun:
     """Run samples ``x`` through the one dendritic Lava network (compiled once, run
-    one sample per call, then the pipeline's fill). Stopped on every path."""
+    one sample per call, then the pipeline's fill). Stopped on every path.
+
+    ``copies > 1``: blocks of ``copies`` samples side by side through
+    :func:`~lrfdyn.loihi.dendritic_network.copy_dendritic_network` of ``dn``; the
+    recordings are split back into what a run of ``dn`` over ``x`` records
+    (:func:`split_network_run`), and ``counts`` stay those of ``dn`` itself.
+    """
+    if copies > 1:
+        return _run_network_copies(dn, x, copies, deser_shift=deser_shift,
+                                   on_sample=on_sample)
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     from lrfdyn.loihi.dendritic_network import build_dendritic_network, dendritic_models
@@ -385,7 +396,9 @@ def run_dendritic_network_lava(dn: Any, x: np.ndarray, *, deser_shift: int = 0,
         # period for the runner's watchdog; then one call per sample (few run calls: a
         # run of ~100 one-period calls once hung in Lava on a loaded machine).
         t0 = time.perf_counter()
-        _run_steps(lava_net.runner, 1, cfg, "Lava failed to start the dendritic network")
+        lanes = int(dn.net.metadata.get("copies", 1))  # copies side by side: watchdog scales
+        _run_steps(lava_net.runner, 1, cfg, "Lava failed to start the dendritic network",
+                   copies=lanes)
         compile_s = time.perf_counter() - t0
         ends = sorted({min(dn.period, total), *range(dn.sample_steps, total,
                                                       dn.sample_steps), total})
@@ -394,8 +407,9 @@ def run_dendritic_network_lava(dn: Any, x: np.ndarray, *, deser_shift: int = 0,
         for end in ends:
             if end <= done:
                 continue
-            sample = min(done // dn.sample_steps, len(x) - 1)
-            _run_steps(lava_net.runner, end - done, cfg, f"Lava failed on sample {sample}")
+            sample = min(done // dn.sample_steps, len(x) - 1) * lanes
+            _run_steps(lava_net.runner, end - done, cfg, f"Lava failed on sample {sample}",
+                       copies=lanes)
             done = end
             while on_sample is not None and reported < len(x) and \
                     done >= (reported + 1) * dn.sample_steps:
@@ -409,6 +423,55 @@ def run_dendritic_network_lava(dn: Any, x: np.ndarray, *, deser_shift: int = 0,
         lava_net.close()
     return NetworkRun(phase, full, dict(lava_net.kinds), counts, compile_s, run_s,
                       lava_net.steps)
+
+
+def _run_network_copies(dn: Any, x: np.ndarray, copies: int, *, deser_shift: int,
+                        on_sample: Callable[[int], None] | None) -> NetworkRun:
+    from lrfdyn.loihi.copies import stack_samples
+    from lrfdyn.loihi.dendritic_network import build_dendritic_network, copy_dendritic_network
+
+    x = np.asarray(x, np.int64)
+    n = len(x)
+
+    def tick(b: int) -> None:
+        for i in range(b * copies, min(n, (b + 1) * copies)):
+            on_sample(i)
+
+    run = run_dendritic_network_lava(copy_dendritic_network(dn, copies),
+                                     stack_samples(x, copies), deser_shift=deser_shift,
+                                     on_sample=None if on_sample is None else tick)
+    one = build_dendritic_network(dn, x[:1])  # built, not compiled: the model's own counts
+    try:
+        counts = count_network(one, dn)
+    finally:
+        one.close()
+    return dataclasses.replace(split_network_run(dn, run, copies, n), counts=counts)
+
+
+def split_network_run(dn: Any, run: NetworkRun, copies: int, samples: int) -> NetworkRun:
+    """A copies run's recordings as a run of ``dn`` over its ``samples`` one after another
+    would record them: update rows in sample order; off-phase counts summed over copies;
+    stream steps per model step in sample order, the steps before the first stream summed
+    over copies (the tail after the last stream is not compared). ``steps`` stays the
+    Lava steps that ran."""
+    T, P = dn.timesteps, dn.period
+    phase = {}
+    for name, rec in run.phase.items():
+        size = rec.shape[1] // copies
+        rows = rec[:-1].reshape(-1, T, copies, size).transpose(0, 2, 1, 3)
+        phase[name] = np.concatenate([rows.reshape(-1, size)[:samples * T],
+                                      rec[-1:].reshape(1, copies, size).sum(axis=1)])
+    full = {}
+    sigma = {plan.proc(""): plan.sigma for plan in dn.streams}
+    for name, rec in run.full.items():
+        s0 = next(v for k, v in sigma.items() if name.startswith(k))
+        size = rec.shape[1] // copies
+        blocks = (rec.shape[0] - s0) // (T * P)
+        body = rec[s0:s0 + blocks * T * P].reshape(blocks, T * P, copies, size)
+        body = body.transpose(0, 2, 1, 3).reshape(-1, size)[:samples * T * P]
+        lead = np.abs(rec[:s0].reshape(s0, copies, size)).sum(axis=1)
+        full[name] = np.concatenate([lead, body]).astype(rec.dtype)
+    return dataclasses.replace(run, phase=phase, full=full)
 
 
 def count_network(lava_net: Any, dn: Any) -> dict[str, Any]:
@@ -454,9 +517,14 @@ class NetworkReference:
     z: dict[str, np.ndarray]  # block -> deserializer rows (S·T, d·N)
 
 
-def network_reference(dn: Any, x: np.ndarray) -> NetworkReference:
+def network_reference(dn: Any, x: np.ndarray, copies: int = 1) -> NetworkReference:
     """Successor of :func:`run_hybrid_reference` for the one network: the same integer
-    arithmetic, laid out on the network's clock."""
+    arithmetic, laid out on the network's clock.
+
+    With ``copies``, each copy's streams form their own timeline (samples c, c + copies,
+    …): a stream's first steps hold the tail of the stream before it in that timeline,
+    which is the only place a copies run's values differ from a one-copy run's.
+    """
     from lrfdyn.loihi.dendritic_network import SER
 
     hybrid = run_hybrid_reference(dn.net, [p.block for p in dn.streams], x)
@@ -465,7 +533,7 @@ def network_reference(dn: Any, x: np.ndarray) -> NetworkReference:
     for plan in dn.streams:
         b = plan.block
         u = hybrid.streams[b.name]
-        run = run_streams(b, u, chained=True, period=dn.period)
+        run = run_stream_timelines(b, u, dn.timesteps, copies, period=dn.period)
         values = {plan.proc(k): v for k, v in run.values.items()}
         tokens = source_data(b, u, period=dn.period)[TOKENS]
         values[plan.proc(TOKENS)] = tokens
@@ -533,20 +601,29 @@ def lava_predictions(dn: Any, run: NetworkRun) -> np.ndarray:
 def simulate_network(net: LoweredNetwork, blocks: list[DendriticBlock], x: np.ndarray,
                      y: np.ndarray, *, float_predictions: np.ndarray | None = None,
                      on_sample: Callable[[int], None] | None = None,
-                     deser_shift: int = 0) -> DendriticReport:
+                     deser_shift: int = 0, copies: int | None = 1) -> DendriticReport:
     """``simulate --mode dendritic``: the whole model as one Lava network, checked at
-    every neuron of every process and every step against :func:`network_reference`."""
-    from lrfdyn.loihi.dendritic_network import lower_network
+    every neuron of every process and every step against :func:`network_reference`.
+
+    ``copies`` samples run side by side (None: sized from the network,
+    :func:`~lrfdyn.loihi.dendritic_network.choose_network_copies`); the report is the
+    same whatever the copies, except ``timings`` (``copies``, ``lava_steps`` that ran).
+    """
+    from lrfdyn.loihi.dendritic_network import choose_network_copies, lower_network
 
     t_in = net.input.timesteps
     dn = lower_network(net, blocks)
+    if copies is None:
+        copies = choose_network_copies(dn, len(x))
     t0 = time.perf_counter()
     parallel = run_reference(net, x)
-    ref = network_reference(dn, x)
+    ref = network_reference(dn, x, copies)
     timings = {"reference_s": time.perf_counter() - t0}
-    run = run_dendritic_network_lava(dn, x, deser_shift=deser_shift, on_sample=on_sample)
+    run = run_dendritic_network_lava(dn, x, deser_shift=deser_shift, on_sample=on_sample,
+                                     copies=copies)
     timings.update(lava_compile_s=run.compile_s, lava_run_s=run.run_s,
-                   samples_per_s=(len(x) / run.run_s) if run.run_s > 0 else 0.0)
+                   samples_per_s=(len(x) / run.run_s) if run.run_s > 0 else 0.0,
+                   copies=copies, lava_steps=run.steps)
     counts, first = check_network(dn, run, ref)
     pred = lambda s: readout(s[net.output], t_in)  # noqa: E731
     lava_pred = lava_predictions(dn, run)
@@ -568,7 +645,6 @@ def simulate_network(net: LoweredNetwork, blocks: list[DendriticBlock], x: np.nd
         "counts": run.counts, "mismatches_by_process": counts,
         "predictions_equal": bool(np.array_equal(lava_pred, ref_pred)),
         "lava_predictions": lava_pred.tolist(), "reference_predictions": ref_pred.tolist(),
-        "lava_steps": run.steps,
     }
     return DendriticReport(
         samples=len(x), timesteps=t_in,

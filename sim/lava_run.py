@@ -95,7 +95,8 @@ def run_lava(
     try:
         for i in range(len(x)):
             t0 = time.perf_counter()
-            _run_steps(runner, steps, cfg, f"{backend} failed on sample {i}")
+            _run_steps(runner, steps, cfg, f"{backend} failed on sample {i}",
+                       copies=int(net.metadata.get("copies", 1)))
             elapsed = time.perf_counter() - t0
             if i == 0:
                 compile_s = elapsed
@@ -130,8 +131,12 @@ def _run_copies(net: LoweredNetwork, x: np.ndarray, copies: int,
     return run
 
 
-def _run_steps(runner: AbstractProcess, steps: int, cfg: RunConfig, what: str) -> None:
+def _run_steps(runner: AbstractProcess, steps: int, cfg: RunConfig, what: str,
+               copies: int = 1) -> None:
     """Run ``steps`` Lava steps; the first call compiles and starts the workers.
+
+    ``copies``: samples side by side in the network; the watchdog's minimum scales with
+    them (a run call of k copies may take up to k times a single one's).
 
     Under a watchdog (:func:`_watchdog`): a worker that dies or a run that makes no
     progress ends in :class:`LavaRunError` instead of a hang. A run that does not
@@ -144,7 +149,8 @@ def _run_steps(runner: AbstractProcess, steps: int, cfg: RunConfig, what: str) -
             # name and warns for each; the models are named in cfg.
             warnings.filterwarnings("ignore", "Cannot import module", category=UserWarning)
             if guard is None:
-                guard = _GUARDS[id(runner)] = _Guard(healthy=False)
+                guard = _GUARDS[id(runner)] = _Guard(healthy=False,
+                                                     min_s=_MIN_TIMEOUT_S * max(1, copies))
                 _create_runtime(runner, cfg, guard)
             guard.healthy = False
             t0 = time.monotonic()
@@ -199,7 +205,7 @@ def run_streams_lava(
         for b in range(blocks):
             t0 = time.perf_counter()
             _run_steps(streams.runner, chunk, cfg,
-                       f"Lava failed on {block.name}, sample {b * copies}")
+                       f"Lava failed on {block.name}, sample {b * copies}", copies=copies)
             elapsed = time.perf_counter() - t0
             if b == 0:
                 compile_s = elapsed
@@ -270,8 +276,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Seconds a graceful stop may take before the workers are killed.
 STOP_TIMEOUT_S = 30.0
 #: Environment variable: seconds a sample may run without finishing before the run is
-#: declared hung (default: 600 s for the first, which starts the workers, then 60 s or
-#: 20 times the slowest run call so far, the first included, whichever is longer).
+#: declared hung (default: 600 s for the first, which starts the workers, then 60 s per
+#: copy or 20 times the slowest run call so far, the first included, whichever is longer).
 TIMEOUT_ENV = "LRFDYN_LAVA_TIMEOUT"
 _FIRST_TIMEOUT_S = 600.0
 _MIN_TIMEOUT_S = 60.0
@@ -293,6 +299,7 @@ class _Guard:
     healthy: bool = True
     slowest: float = 0.0
     started: bool = False
+    min_s: float = _MIN_TIMEOUT_S  # the floor after the first call (scaled by copies)
 
     def run_timeout(self) -> float:
         env = os.environ.get(TIMEOUT_ENV)
@@ -304,7 +311,7 @@ class _Guard:
                                    "unset it or give e.g. 600") from None
         if not self.started:
             return _FIRST_TIMEOUT_S
-        return max(_MIN_TIMEOUT_S, 20.0 * self.slowest)
+        return max(self.min_s, 20.0 * self.slowest)
 
     def ran(self, seconds: float) -> None:
         # The first call (compilation and worker start included) counts too: it bounds a

@@ -38,6 +38,7 @@ much the real construction exceeds it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -51,11 +52,11 @@ from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import COMPARTMENTS, OFFSETS, PROD, RELAY_STEPS
 
 #: Variants and modes of the table, in its order.
-ROWS = ("ssa", "lrf_ssa", "lrf_dyn_parallel", "lrf_dyn_dendritic")
+ROWS = ("ssa", "lrf_ssa", "statten", "lrf_dyn_parallel", "lrf_dyn_dendritic")
 #: Rows counted off the given LRF-Dyn graph's own lowering.
 LOWERED_ROWS = ("lrf_dyn_parallel", "lrf_dyn_dendritic")
 #: Rows counted off a same-shape model with that attention, exported and lowered.
-VARIANT_ROWS = ("ssa", "lrf_ssa")
+VARIANT_ROWS = ("ssa", "lrf_ssa", "statten")
 #: Spikformer-8-512 on ImageNet (``examples/spikformer_8_512_imagenet.json``, LRF-Dyn,
 #: token v), the model :func:`paper_network` lowers.
 PAPER_MODEL = dict(img_size=224, in_channels=3, num_classes=1000, dim=512, depth=8, heads=8,
@@ -112,9 +113,9 @@ def in_attention(group: str, prefix: str) -> bool:
 
 
 def _synapse(s: Any) -> Memory:
-    from lrfdyn.loihi.lower import bias_offset
+    from lrfdyn.loihi.lower import clock_offset
 
-    bias = bias_offset(s.src) is not None
+    bias = clock_offset(s.src) is not None
     return Memory(weights=s.stored_weights * fixed.WEIGHT_BITS, buffers=s.buffer_bits,
                   bias_buffers=s.buffer_bits if bias else 0)
 
@@ -157,7 +158,7 @@ def stream_memory(block: Any) -> Memory:
     compartments (u, v and their 12-bit decay), graded neurons (soma, products, relays,
     z), and every layer's stored weights (sparse: its non-zeros) and buffers. Its
     sources (tokens, masks, bias) are host-side I/O, like the parallel network's."""
-    from lrfdyn.loihi.lower import bias_offset
+    from lrfdyn.loihi.lower import clock_offset
 
     total = Memory()
     sizes = block.sizes()
@@ -168,7 +169,7 @@ def stream_memory(block: Any) -> Memory:
         bits = _GRADED_BUFFER_BITS if la.graded else fixed.BUFFER_BITS
         buffers = sizes[la.dst] * (la.delay + 1) * bits
         total = total + Memory(weights=int(la.weights.nnz) * fixed.WEIGHT_BITS, buffers=buffers,
-                               bias_buffers=buffers if bias_offset(la.src) is not None else 0)
+                               bias_buffers=buffers if clock_offset(la.src) is not None else 0)
     return total
 
 
@@ -379,9 +380,10 @@ def analytic(row: str, *, d: int, grid: tuple[int, int], heads: int, k: int = 8,
       Q delayed to meet it);
     * LRF-Dyn dendritic: the same minus y, the shifter and every synapse into them and
       into the attention LIF, plus the stream network (:func:`_stream`);
-    * SSA / LRF-SSA: the attention LIF, the heads' (d/h)² Kᵀ·V accumulators (a lower
-      bound: Loihi has no product process to hold them), the product's BN bias, and
-      for LRF-SSA one depthwise 3×3 conv of V per dilation.
+    * SSA / LRF-SSA / STAtten: the attention LIF, the heads' (d/h)² Kᵀ·V accumulators (a
+      lower bound: Loihi has no product process to hold them), the product's BN bias, and
+      for LRF-SSA one depthwise 3×3 conv of V per dilation (STAtten's block sum keeps the
+      same accumulators over more steps).
 
     ``token_latency`` is the latency of the tokens group (the stem's depth); biases
     are delayed to their group's latency, so their buffers grow with it (modulo 64,
@@ -461,7 +463,7 @@ def mechanism_state(row: str, *, d: int, heads: int, k: int = 8, **_: Any) -> in
     """State the attention mechanism itself keeps per block, in bits: SSA's Kᵀ·V
     accumulators (O(d²/h)), LRF-Dyn dendritic's k·d compartments (O(k·d)), nothing
     for the parallel mode (its kernel is in synapses)."""
-    if row in ("ssa", "lrf_ssa"):
+    if row in ("ssa", "lrf_ssa", "statten"):
         return heads * (d // heads) ** 2 * fixed.UV_BITS
     if row == "lrf_dyn_dendritic":
         return k * d * (2 * fixed.UV_BITS + fixed.DECAY_BITS)
@@ -585,6 +587,19 @@ def paper_network(model_cfg: dict[str, Any] | None = None, *, seed: int = 0,
             "config": cfg}
 
 
+def _unlowerable(row: str, cfg: dict[str, Any]) -> str | None:
+    """Why ``row`` cannot lower at ``cfg``'s shape, known before lowering anything: the
+    gate's offset (the largest count M) is an 8-bit weight of an exact graded node."""
+    if row != "statten":
+        return None
+    tokens = (int(cfg["img_size"]) // math.prod(int(s) for s in cfg["stem_strides"])) ** 2
+    cap = int(cfg.get("statten_block", 2)) * tokens
+    if cap > fixed.WEIGHT_MAX:
+        return (f"STAtten's gate offset is blocks x tokens = {cap}, beyond the {fixed.WEIGHT_MAX} "
+                "an exact 8-bit weight holds; counted in closed form")
+    return None
+
+
 def measured_variants(cfg: dict[str, Any], *, seed: int = 0,
                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Attention memory of SSA and LRF-SSA at the shape of Spikformer config ``cfg``, each
@@ -597,6 +612,10 @@ def measured_variants(cfg: dict[str, Any], *, seed: int = 0,
     memory: dict[str, Memory] = {}
     stats: dict[str, Any] = {}
     for row in VARIANT_ROWS:
+        unfit = _unlowerable(row, base)
+        if unfit:
+            stats[row] = {"not_lowered": unfit}
+            continue
         built = paper_network({**base, "attention": row}, seed=seed, progress=progress)
         net = built["net"]
         prefixes = attention_prefixes(net)

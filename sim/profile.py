@@ -36,7 +36,7 @@ import numpy as np
 
 from lrfdyn.errors import ValidationError
 from lrfdyn.io import write_json, write_text
-from lrfdyn.loihi.lower import LoweredNetwork, bias_offset
+from lrfdyn.loihi.lower import LoweredNetwork, clock_offset
 from lrfdyn.loihi.resources import ResourceMap, layer_bits, map_to_cores
 from lrfdyn.sim import energy
 from lrfdyn.sim.reference import check_samples, run_reference
@@ -290,7 +290,7 @@ def _synapse_profile(net: LoweredNetwork, s: Any, x: np.ndarray,
         name=s.name, src=s.src, dst=s.dst, shape=[int(s.n_dst), int(s.n_src)],
         nonzero_weights=int(fan_out.sum()), graded=bool(graded), events=int(events.sum()),
         synops=int(events @ fan_out),
-        dense_macs=0 if bias_offset(s.src) is not None else int(macs * t_in * n),
+        dense_macs=0 if clock_offset(s.src) is not None else int(macs * t_in * n),
     )
 
 

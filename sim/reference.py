@@ -30,7 +30,14 @@ import torch.nn.functional as F
 
 from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, RelayParams, SynapseSpec, bias_offset
+from lrfdyn.loihi.lower import (
+    BIAS_SOURCE,
+    LoweredNetwork,
+    RelayParams,
+    SynapseSpec,
+    bias_offset,
+    phase_offset,
+)
 
 #: float64 (float32) holds every integer below this exactly.
 _EXACT = float(1 << 53)
@@ -164,13 +171,24 @@ def run_reference(
             exp = grp.params.exp if isinstance(grp.params, RelayParams) else 0
             reach = sum(layer.reach for layer in incoming[g])
             bound[g] = min(bound[g], reach / 2.0 ** exp + 1.0)
-    # How far back each source is read: the current step only, unless a lag says otherwise.
-    reach: dict[str, int] = {}
+    # A group that reads a later step of its source (a lead: negative lag, a block sum
+    # reading the rest of its time block) runs that many passes behind it. Without leads
+    # every offset is 0 and pass t is logical step t for every group.
+    offset: dict[str, int] = {}
+    for g in net.groups:
+        offset[g] = max([0, *(offset[s.src] - s.lag for s in net.incoming(g)
+                              if s.src in offset and not s.recurrent)])
+    # A source's step is kept while a reader can still ask for it.
+    horizon = {g: -1 for g in net.groups}
     for s in net.synapses:
-        reach[s.src] = max(reach.get(s.src, 0), s.lag + int(s.recurrent))
+        if s.src in horizon:
+            horizon[s.src] = max(horizon[s.src], offset[s.dst] + s.lag + int(s.recurrent))
     # int32 layer outputs are summed in int32 only where the group's total bound fits it.
     acc = {g: torch.int32 if sum(layer.reach for layer in incoming[g]) < (1 << 31) - 1
            else torch.int64 for g in net.groups}
+    # A ProdNeuron's second factor: the constant 1 of a shifter, or a block sum's phase.
+    factor2 = {g: [SynapseLayer(s, 1.0, device) for s in net.incoming(g) if s.port == "a_in2"]
+               for g in net.groups}
     # LIF groups with shift decays run TorchLif (int32 where their input bound allows).
     kernels = {g: fixed.TorchLif.build(grp.params, grp.spiking,
                                        sum(layer.reach for layer in incoming[g]), device)
@@ -183,7 +201,7 @@ def run_reference(
              for g, grp in net.groups.items() if not grp.graded}
     out = {g: np.zeros((batch, steps, net.groups[g].size),
                        bool if net.groups[g].spiking else np.int64) for g in keep}
-    history: dict[str, list[torch.Tensor]] = {g: [] for g in net.groups}
+    sent_at: dict[str, dict[int, torch.Tensor]] = {g: {} for g in net.groups}
     zeros_in = torch.zeros((batch, net.input.size), dtype=torch.int64, device=device)
     # A source read by nobody any more sends zeros: consumers' windows end earlier.
     until = {g: steps - grp.latency if lava_window else steps for g, grp in net.groups.items()}
@@ -191,73 +209,94 @@ def run_reference(
                              grp.graded else torch.int64, device=device)
               for g, grp in net.groups.items() if until[g] < steps}
     ones = torch.ones((batch, 1), dtype=torch.int64, device=device)
+    phase = [torch.as_tensor(net.phase_at(t), dtype=torch.int64, device=device).repeat(batch, 1)
+             for t in range(steps)]
 
-    def sent(src: str, when: int, t: int, now: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """What ``src`` sent at logical step ``when`` ≤ t (None: before the sample)."""
+    def sent(src: str, when: int) -> torch.Tensor | None:
+        """What ``src`` sent at logical step ``when`` (None: outside the sample)."""
         if when < 0:
             return None
         if bias_offset(src) is not None:
             return ones
+        if phase_offset(src) is not None:
+            return phase[when] if when < steps else None
         if src == net.input.name:
             if when >= net.input.timesteps:
                 return zeros_in
             return xt[:, when] if xt.ndim == 3 else xt
-        if when == t:
-            return now.get(src)
-        hist = history[src]  # the steps t − len(hist) … t − 1
-        i = when - t + len(hist)
-        return hist[i] if 0 <= i < len(hist) else None
+        return sent_at[src].get(when)
 
-    for t in range(steps):
-        now: dict[str, torch.Tensor] = {}
+    def summed(layers: list[SynapseLayer], g: str, t: int) -> torch.Tensor | None:
+        total = None
+        for layer in layers:
+            s = layer.spec
+            lagged = sent(s.src, t - s.lag - int(s.recurrent))
+            if lagged is not None and (lagged is ones or bool(lagged.any())):
+                y = layer(lagged).to(acc[g])
+                total = y if total is None else total + y
+        return total
+
+    for tau in range(steps + max(offset.values(), default=0)):
         for g, grp in net.groups.items():
+            t = tau - offset[g]
+            if not 0 <= t < steps:
+                continue
             if t >= until[g]:
-                now[g] = silent[g]
+                sent_at[g][t] = silent[g]
                 continue
             if inputs and g in inputs:
-                visible = {src: sent(src, t, t, now) for src in (net.input.name, BIAS_SOURCE, *now)}
+                visible = {src: v for src in (net.input.name, BIAS_SOURCE)
+                           if (v := sent(src, t)) is not None}
+                visible.update({h: v[t] for h, v in sent_at.items() if t in v})
                 a_in = torch.as_tensor(
-                    inputs[g]({k: v.cpu().numpy() for k, v in visible.items() if v is not None}),
+                    inputs[g]({k: v.cpu().numpy() for k, v in visible.items()}),
                     dtype=torch.int64, device=device)
             else:
-                a_in = None
-                for layer in incoming[g]:
-                    s = layer.spec
-                    lagged = sent(s.src, t - s.lag - int(s.recurrent), t, now)
-                    if lagged is not None and (lagged is ones or bool(lagged.any())):
-                        y = layer(lagged).to(acc[g])
-                        a_in = y if a_in is None else a_in + y
+                a_in = summed(incoming[g], g, t)
                 if a_in is None:
                     a_in = torch.zeros((batch, grp.size), dtype=torch.int64, device=device)
             if grp.graded:
+                if factor2[g]:
+                    a_in2 = summed(factor2[g], g, t)
+                    a_in = a_in * a_in2 if a_in2 is not None else torch.zeros_like(a_in)
                 exp = grp.params.exp if isinstance(grp.params, RelayParams) else 0
                 value = a_in >> exp if exp else a_in
                 if isinstance(grp.params, RelayParams) and grp.params.rectify:
                     value = value.clamp(min=0)
-                now[g] = value
+            elif grp.ternary:
+                value = _ternary_step(state, g, a_in, grp.params)
             elif kernels.get(g) is not None:
                 st = state[g]
                 s_out, st.u, st.v = kernels[g](st.u, st.v, a_in.to(kernels[g].dtype))
-                now[g] = s_out if grp.spiking else st.v
+                value = s_out if grp.spiking else st.v
             else:
                 s_out, state[g] = fixed.lif_step(state[g], a_in, grp.params, grp.spiking)
-                now[g] = s_out if grp.spiking else state[g].v
+                value = s_out if grp.spiking else state[g].v
+            sent_at[g][t] = value
             if g in keep:
-                out[g][:, t] = now[g].cpu().numpy()
-        for g, v in now.items():
-            if reach.get(g, 0):
-                history[g].append(v)
-                del history[g][:-reach[g]]
+                out[g][:, t] = value.cpu().numpy()
+        for g, kept in sent_at.items():
+            oldest = tau + 1 - horizon[g]
+            for when in [w for w in kept if w < oldest]:
+                del kept[when]
     return out
+
+
+def _ternary_step(state: dict, g: str, a_in, params: fixed.LifParams):
+    """A ternary group's step (Lava's ``TernaryLIF``): its signed spikes, int64."""
+    s_out, state[g] = fixed.ternary_step(state[g], a_in, params)
+    return s_out
 
 
 def _payload_bounds(net: LoweredNetwork) -> dict[str, float]:
     """Largest magnitude each source can send: 1 for spikes, the 24-bit range for graded
     (which :func:`run_reference` tightens to what a relay's inputs can sum to)."""
     bounds = {net.input.name: float(max(net.input.levels, 1)),
-              **{b: 1.0 for b in net.bias_sources}}
+              **{b: 1.0 for b in (*net.bias_sources, *net.phase_sources)}}
     for g, grp in net.groups.items():
         bounds[g] = float(1 << (fixed.UV_BITS - 1)) if grp.graded or not grp.spiking else 1.0
+        if grp.ternary:
+            bounds[g] = 1.0  # −1, 0 or +1
     return bounds
 
 

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import LOWERING_VERSION, LoweredNetwork, SynapseSpec, bias_offset
+from lrfdyn.loihi.lower import LOWERING_VERSION, LoweredNetwork, SynapseSpec, bias_offset, \
+    phase_offset
 
 
 @dataclass
@@ -122,6 +123,8 @@ def source_events(net: LoweredNetwork, s: SynapseSpec, spikes: dict[str, np.ndar
     of every sample: spikes, or non-zero payloads of a relay or the graded input."""
     if bias_offset(s.src) is not None:
         return np.full((1,), len(x) * timesteps, np.int64)
+    if phase_offset(s.src) is not None:
+        return net.phases[:timesteps].sum(axis=0).astype(np.int64) * len(x)
     if s.src == net.input.name:
         return (np.asarray(x) != 0).sum(axis=0).astype(np.int64) * timesteps
     return np.count_nonzero(spikes[s.src][:, :timesteps], axis=(0, 1)).astype(np.int64)

@@ -209,3 +209,51 @@ def test_paper_grid_one_network_is_spike_exact() -> None:
     counts, first = check_network(dn, run, ref)
     assert sum(counts.values()) == 0, str(first)
     assert np.abs(run.full[dn.streams[0].proc("ser3")]).max() > 0
+
+
+@pytest.mark.slow
+def test_copies_match_single_runs_and_a_silent_copy_stays_silent(joined) -> None:
+    """Three samples as copies (2 per run: the second block half empty) of the one
+    network: every per-token group and deserializer records exactly what the one-copy
+    run records, each copy's streams match its own timeline's reference, and the copy
+    fed silence stays silent at the input's layer and the head while its neighbour spikes."""
+    from lrfdyn.loihi.dendritic_network import choose_network_copies, copy_dendritic_network
+
+    net, _, dn = joined
+    x = _x(net, 3)
+    x[1] = 0
+    dk = copy_dendritic_network(dn, 2)
+    assert dk.period == dn.period and dk.sample_steps == dn.sample_steps
+    assert dk.groups[net.output].size == 2 * dn.groups[net.output].size
+    assert 2 <= choose_network_copies(dn, 5) <= 5 and choose_network_copies(dn, 1) == 1
+    one = run_dendritic_network_lava(dn, x)
+    two = run_dendritic_network_lava(dn, x, copies=2)
+    assert two.steps == 2 * dn.sample_steps + dn.fill_steps < one.steps
+    assert two.counts == one.counts  # the model's own network, whatever ran
+    counts1, first1 = check_network(dn, one, network_reference(dn, x))
+    counts2, first2 = check_network(dn, two, network_reference(dn, x, copies=2))
+    assert counts2 == counts1 and sum(counts1.values()) == 0 and first1 is first2 is None
+    for name, rec in one.phase.items():
+        assert np.array_equal(two.phase[name], rec), name
+    for name, rec in one.full.items():  # sample 0 has the same history in both timelines
+        plan = next(p for p in dn.streams if name.startswith(p.proc("")))
+        end = plan.sigma + dn.sample_steps
+        assert np.array_equal(two.full[name][:end], rec[:end]), name
+    T = dn.timesteps
+    for name in ("stem_lif.0.in", net.output):
+        rows = np.abs(two.phase[name][:-1]).reshape(3, T, -1).sum(axis=(1, 2))
+        assert rows[1] == 0 and rows[0] > 0 and rows[2] > 0, (name, rows)
+    np.testing.assert_array_equal(lava_predictions(dn, two), lava_predictions(dn, one))
+
+
+def test_watchdog_minimum_scales_with_copies(monkeypatch) -> None:
+    """A run call of k copies may take k times a single one's: the floor scales."""
+    from lrfdyn.sim.lava_run import _MIN_TIMEOUT_S, TIMEOUT_ENV, _Guard
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    one, four = _Guard(), _Guard(min_s=4 * _MIN_TIMEOUT_S)
+    for g in (one, four):
+        g.ran(0.5)  # a quick first call: the floor decides
+    assert one.run_timeout() == _MIN_TIMEOUT_S and four.run_timeout() == 4 * _MIN_TIMEOUT_S
+    four.ran(100.0)  # a slow call: 20 times it
+    assert four.run_timeout() == 2000.0

@@ -115,9 +115,7 @@ def test_ray_local_cluster_report_equals_the_single_run(digits_run, single) -> N
 
 
 @pytest.mark.slow
-# The one dendritic network's report ("network": counts of h-dendritic's new path) does not
-# merge exactly yet: some of its counts depend on the run's samples (issue #18 follow-up).
-@pytest.mark.parametrize("network", [False], ids=["streams"])
+@pytest.mark.parametrize("network", [False, True], ids=["streams", "one_network"])
 def test_dendritic_workers_report_equals_the_single_run(tiny_lrf_dyn, network) -> None:
     """Stream networks checked block by block (copies side by side) or the one dendritic
     network: 2 workers merge into the single run's report."""

@@ -30,6 +30,10 @@ def test_train_reports_quantized_accuracy_not_available(
         return trainer.TrainResult(checkpoint=path, float_accuracy=0.5, history=[])
 
     monkeypatch.setattr(trainer, "train", fake_train)
+    # Every variant exports today: withdraw STAtten's lowering for this test.
+    from lrfdyn.export import transformer
+
+    monkeypatch.setitem(transformer.PRODUCT_BLOCKS, "statten", "its lowering is withdrawn")
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"data": "digits", "arch": "spikformer", "model": MODEL}))
     out = tmp_path / "run"

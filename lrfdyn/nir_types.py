@@ -64,17 +64,24 @@ def graded_node(shape: tuple[int, ...], *, rectify: bool) -> nir.Scale:
     not know the extension computes NaN from it and fails visibly, instead of running a
     sum where the graph means a rectifier. lrfdyn reads only the metadata.
     """
+    return _nan_carrier(shape, GRADED, rectify=bool(rectify))
+
+
+def _nan_carrier(shape: tuple[int, ...], kind: str, **fields: object) -> nir.Scale:
     return nir.Scale(scale=np.full(shape, np.nan, np.float32),
-                     metadata={EXTENSION_KEY: GRADED, "rectify": bool(rectify),
-                               "version": EXTENSION_VERSION})
+                     metadata={EXTENSION_KEY: kind, **fields, "version": EXTENSION_VERSION})
+
+
+def _marked(node: nir.NIRNode, kind: str) -> dict | None:
+    """The metadata of a node marked as extension ``kind``; None for any other node."""
+    meta = getattr(node, "metadata", None) or {}
+    return meta if str(meta.get(EXTENSION_KEY, "")) == kind else None
 
 
 def graded_extension(node: nir.NIRNode) -> bool | None:
     """``rectify`` of a :data:`GRADED` extension node; None for any other node."""
-    meta = getattr(node, "metadata", None) or {}
-    if str(meta.get(EXTENSION_KEY, "")) != GRADED:
-        return None
-    return bool(np.asarray(meta.get("rectify", False)))
+    meta = _marked(node, GRADED)
+    return None if meta is None else bool(np.asarray(meta.get("rectify", False)))
 
 
 #: A graded node that sums its input over blocks of ``block`` time steps (STAtten):
@@ -88,17 +95,13 @@ KNOWN_EXTENSIONS = (GRADED, BLOCK_SUM)
 
 def block_sum_node(shape: tuple[int, ...], *, block: int) -> nir.Scale:
     """The :data:`BLOCK_SUM` extension node, on the same NaN carrier as :func:`graded_node`."""
-    return nir.Scale(scale=np.full(shape, np.nan, np.float32),
-                     metadata={EXTENSION_KEY: BLOCK_SUM, "block": int(block),
-                               "version": EXTENSION_VERSION})
+    return _nan_carrier(shape, BLOCK_SUM, block=int(block))
 
 
 def block_sum_extension(node: nir.NIRNode) -> int | None:
     """The block length of a :data:`BLOCK_SUM` node; None for any other node."""
-    meta = getattr(node, "metadata", None) or {}
-    if str(meta.get(EXTENSION_KEY, "")) != BLOCK_SUM:
-        return None
-    return int(np.asarray(meta.get("block", 1)))
+    meta = _marked(node, BLOCK_SUM)
+    return None if meta is None else int(np.asarray(meta.get("block", 1)))
 
 
 def mark_extension(metadata: dict, kind: str) -> None:

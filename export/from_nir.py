@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from lrfdyn.errors import ValidationError
-from lrfdyn.nir_types import block_sum_extension, graded_extension
+from lrfdyn.nir_types import block_sum_extension, graded_extension, ternary_extension, \
+    unpoisoned_ternary
 from lrfdyn.train.surrogate import spike_fn
 
 
@@ -44,6 +45,26 @@ class EulerLIF(nn.Module):
         v = v + (self.r * x + self.v_leak - v) / self.tau_steps
         z = spike_fn(v - self.v_th)
         return z, torch.where(z > 0, self.v_reset.expand_as(v), v)
+
+
+class EulerTernaryLIF(EulerLIF):
+    """lrfdyn's ternary LIF (``ternary/1``): +1 at ``v >= θ``, −1 at ``v <= −θ``, and
+    ``v ← v_reset`` after either, as A²OS²A trains it."""
+
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        v = torch.zeros_like(x) if state is None else state
+        v = v + (self.r * x + self.v_leak - v) / self.tau_steps
+        s = spike_fn(v - self.v_th) - spike_fn(-v - self.v_th)
+        return s, torch.where(s != 0, self.v_reset.expand_as(v), v)
+
+
+def lif(node: nir.LIF, dt: float) -> EulerLIF:
+    """A LIF, or the ternary LIF its metadata marks it as (its NaN v_leak is 0 by definition)."""
+    if ternary_extension(node):
+        return EulerTernaryLIF(unpoisoned_ternary(node), dt)
+    return EulerLIF(node, dt)
 
 
 def affine_to_linear(node: nir.Affine) -> nn.Linear:
@@ -218,7 +239,7 @@ def nir_to_module(graph: nir.NIRGraph) -> nn.Module:
     graph, _ = safe_names(graph)
     dt = float(graph.metadata.get("dt", 1.0))
     node_map = {
-        nir.LIF: lambda node: EulerLIF(node, dt),
+        nir.LIF: lambda node: lif(node, dt),
         nir.Affine: affine_to_linear,
         nir.Threshold: Threshold,
         nir.Scale: scale_or_graded,

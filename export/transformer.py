@@ -33,8 +33,10 @@ lrfdyn's ``graded`` extension node (:func:`lrfdyn.nir_types.graded_node`). Per h
 
 STAtten is SSA over blocks of b time steps: the count of each step goes into a
 ``block_sum`` extension node (:func:`lrfdyn.nir_types.block_sum_node`) whose value at
-step t is the sum over t's block, so the gate's offset is ``b·N``. A variant in
-:data:`PRODUCT_BLOCKS` is refused with an error naming the block and what is missing.
+step t is the sum over t's block, so the gate's offset is ``b·N``. A²OS²A's ternary
+scores are built in :mod:`lrfdyn.export.a2os2a`. A variant in :data:`PRODUCT_BLOCKS`
+(none today; tests withdraw one to check the path) is refused with an error naming the
+block and what is missing.
 """
 
 from __future__ import annotations
@@ -54,10 +56,7 @@ from lrfdyn.train.models.spikformer import ConvBN, Spikformer
 import nir
 
 #: Why each attention variant that does not export yet cannot (what its lowering lacks).
-PRODUCT_BLOCKS = {
-    "a2os2a": "its ternary Q and K need a LIF whose two thresholds share one reset, which "
-              "stock Loihi neurons cannot express and lrfdyn has not built",
-}
+PRODUCT_BLOCKS: dict[str, str] = {}
 
 
 def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[np.ndarray, np.ndarray]:
@@ -244,7 +243,7 @@ ATTENTION_EXPORTS = {
     "ssa": ssa_attention,
     "lrf_ssa": ssa_attention,
     "statten": ssa_attention,
-}
+}  # and a2os2a (lrfdyn.export.a2os2a adds itself)
 
 
 @register(Spikformer)
@@ -320,6 +319,12 @@ def spikformer_config(graph: nir.NIRGraph) -> dict[str, object]:
                    k_dendrites=int(np.asarray(dend.metadata["k"])),
                    token="kv" if "blocks.0.attn.u" in nodes else "v",
                    gate="q" if "blocks.0.attn.gate" in nodes else "none")
+    elif "blocks.0.attn.scores" in nodes:  # A²OS²A: score channels (h, m) per position
+        n_tok = int(np.prod(np.asarray(nodes["tokens"].tau).shape[1:]))
+        # The gate's offset is the largest level R reaches: min(L, ⌊d_h/θ⌋).
+        cfg.update(attention="a2os2a",
+                   heads=int(np.asarray(nodes["blocks.0.attn.scores"].scale).shape[0]) // n_tok,
+                   a2os2a_levels=-int(np.asarray(nodes["blocks.0.attn.gate.v"].bias)[0]))
     else:
         pairs = int(np.asarray(nodes["blocks.0.attn.kv_count"].scale).shape[0])
         dh = pairs // d  # pairs = heads·dh² = d·dh
@@ -329,3 +334,7 @@ def spikformer_config(graph: nir.NIRGraph) -> dict[str, object]:
         if blk is not None:
             cfg.update(attention="statten", statten_block=block_sum_extension(blk))
     return cfg
+
+
+# A²OS²A's exporter adds itself to ATTENTION_EXPORTS on import.
+from lrfdyn.export import a2os2a as _a2os2a  # noqa: E402,F401

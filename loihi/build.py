@@ -241,6 +241,9 @@ def _connect_synapse(s: SynapseSpec, src_port, dst_port) -> AbstractProcess:
         from lrfdyn.loihi.processes.conv import connect_conv, conv_process
 
         c = s.conv
+        if s.delay:  # Lava's Conv has no delays; lowering routes a delayed conv via relays
+            raise ValidationError(f"synapse {s.name}: a conv layer cannot carry a delay "
+                                  f"({s.delay}); this is a lowering bug, please report it")
         proc = conv_process(np.asarray(s.weights, np.int32), c.in_shape, c.stride, c.padding,
                             c.dilation, c.groups, num_message_bits=s.num_message_bits,
                             name=s.name)

@@ -96,7 +96,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="architecture (default: mlp; spikformer with --attention)")
     p.add_argument("--attention", choices=["ssa", "lrf_ssa", "lrf_dyn", "statten", "a2os2a"],
                    help="train a Spikformer with this attention block (implies --arch "
-                        "spikformer; all but a2os2a export to NIR)")
+                        "spikformer; all five export to NIR)")
     p.add_argument("--token", choices=["v", "kv"],
                    help="LRF-Dyn token input: v (u = V, default) or kv (u = K AND V)")
     p.add_argument("--gate", choices=["none", "q"],

@@ -8,6 +8,7 @@ NIR graph between them.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,19 +101,27 @@ def run_simulation(nir_path: str | os.PathLike[str], *, data: str | None = None,
     net = lower(graph)
     lower_s = time.perf_counter() - t0
     images, labels, _ = held_out_samples(graph, data, data_dir, samples)
-    from lrfdyn.sim.budget import check as check_budget
+    from lrfdyn.sim.budget import check as check_budget, fitting_shards
 
-    check_budget(net, len(images), lava=use_lava, float_pass=True)  # before any of it runs
+    # Before any of it runs; a run too big for the budget is cut into shards that fit.
+    if cluster:
+        check_budget(net, len(images), lava=use_lava, float_pass=True)
+    shards = 1 if cluster else fitting_shards(net, len(images), workers=workers,
+                                              lava=use_lava, float_pass=True)
     float_pred = run_float(graph, images).sum(axis=1).argmax(axis=1)
     x = images.reshape(len(images), -1).astype(np.int64)
-    if workers > 1 or cluster:
+    if workers > 1 or cluster or shards > 1:
         from lrfdyn.sim.shard import progress_bar as bar, simulate_sharded
 
+        if shards > workers and progress:
+            print(f"lrfdyn: {len(x)} samples run as {shards} shards, {workers} at a time, "
+                  "to stay within the memory budget (--max-memory)", file=sys.stderr)
         with bar("Lava fixed_pt", len(x), progress and use_lava) as advance:
             report = simulate_sharded("parallel", net, x, labels, float_predictions=float_pred,
                                       workers=workers, cluster=cluster, copies=copies,
-                                      device=device, use_lava=use_lava, on_tick=advance)
-        report.timings["read_and_lower_s"] = lower_s
+                                      device=device, use_lava=use_lava, on_tick=advance,
+                                      shards=None if cluster else shards)
+        report.timings["read_and_lower_s"] = lower_s  # "shards": one entry per shard
         return report
     with progress_bar("Lava fixed_pt", len(x), progress and use_lava) as tick:
         report = simulate(net, x, labels, use_lava=use_lava, float_predictions=float_pred,

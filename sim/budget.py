@@ -204,6 +204,47 @@ def check(net: Any, samples: int, *, lava: bool = True, float_pass: bool = False
     return est
 
 
+def fitting_shards(net: Any, samples: int, *, workers: int = 1, lava: bool = True,
+                   float_pass: bool = False, budget: int | None = None) -> int:
+    """The fewest contiguous sample shards, at least ``workers``, such that ``workers``
+    of them held at once fit the budget. A run records every group of every sample it
+    holds, so its memory grows with its samples; shards run one after another (or
+    ``workers`` at a time) and merge exactly (:mod:`lrfdyn.sim.shard`). ``float_pass``:
+    the float model's pass over all samples runs first, in this process.
+
+    Raises:
+        ResourceError: when the float pass, or a shard of one sample per worker, is over
+            the budget, with that estimate.
+    """
+    budget = max_memory() if budget is None else budget
+    samples = max(int(samples), 1)
+    if float_pass:
+        est = estimate(net, samples, lava=False, float_pass=True)
+        if est.float_bytes > budget:
+            raise ResourceError(
+                f"this run needs about {format_bytes(est.float_bytes)} for its float pass "
+                f"(which shards cannot split) and {format_seconds(est.total_s)} for "
+                f"{samples:,} samples x {est.steps:,} steps x {est.neurons:,} neurons, over "
+                f"the memory budget of {format_bytes(budget)}; run fewer --samples or "
+                f"timesteps, or raise the budget with --max-memory {_suggest(est.float_bytes)}")
+    first = max(1, min(int(workers), samples))
+
+    def fits(shards: int) -> bool:
+        held = min(int(workers), shards)
+        return held * estimate(net, math.ceil(samples / shards), lava=lava).total_bytes \
+            <= budget
+
+    if fits(first):
+        return first
+    if not fits(samples):
+        check(net, 1, lava=lava, budget=budget // first)  # raises, with one sample's needs
+    lo, hi = first, samples  # fits(hi), not fits(lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
+
+
 def _suggest(n: int) -> str:
     """A round --max-memory above ``n`` bytes."""
     gib = n / GIB

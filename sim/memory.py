@@ -52,11 +52,14 @@ from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import COMPARTMENTS, OFFSETS, PROD, RELAY_STEPS
 
 #: Variants and modes of the table, in its order.
-ROWS = ("ssa", "lrf_ssa", "statten", "lrf_dyn_parallel", "lrf_dyn_dendritic")
+ROWS = ("ssa", "lrf_ssa", "statten", "a2os2a", "lrf_dyn_parallel", "lrf_dyn_dendritic")
 #: Rows counted off the given LRF-Dyn graph's own lowering.
 LOWERED_ROWS = ("lrf_dyn_parallel", "lrf_dyn_dendritic")
 #: Rows counted off a same-shape model with that attention, exported and lowered.
-VARIANT_ROWS = ("ssa", "lrf_ssa", "statten")
+VARIANT_ROWS = ("ssa", "lrf_ssa", "statten", "a2os2a")
+#: Peak memory of lowering, per neuron of the lowered network (measured: A²OS²A on
+#: MNIST-5k, 1,152,490 neurons in 645 MiB).
+LOWER_BYTES_PER_NEURON = 600
 #: Spikformer-8-512 on ImageNet (``examples/spikformer_8_512_imagenet.json``, LRF-Dyn,
 #: token v), the model :func:`paper_network` lowers.
 PAPER_MODEL = dict(img_size=224, in_channels=3, num_classes=1000, dim=512, depth=8, heads=8,
@@ -383,7 +386,10 @@ def analytic(row: str, *, d: int, grid: tuple[int, int], heads: int, k: int = 8,
     * SSA / LRF-SSA / STAtten: the attention LIF, the heads' (d/h)² Kᵀ·V accumulators (a
       lower bound: Loihi has no product process to hold them), the product's BN bias, and
       for LRF-SSA one depthwise 3×3 conv of V per dilation (STAtten's block sum keeps the
-      same accumulators over more steps).
+      same accumulators over more steps);
+    * A²OS²A: the attention LIF and the heads' N×N score accumulators (a lower bound: the
+      lowering holds every ternary product Q·K and every R·V as a graded neuron, d·N²
+      of each, see :func:`a2os2a_neurons`).
 
     ``token_latency`` is the latency of the tokens group (the stem's depth); biases
     are delayed to their group's latency, so their buffers grow with it (modulo 64,
@@ -407,6 +413,9 @@ def analytic(row: str, *, d: int, grid: tuple[int, int], heads: int, k: int = 8,
         for _ in kinds:  # spike generators: LIF, 1×1 conv, bias
             mem = mem + Memory(state=_lif(nd)) + _layer(nd, d * d) + _bias(nd, lat)
         mem = mem + Memory(state=_lif(nd))  # the attention LIF
+        if row == "a2os2a":
+            total = total + mem + Memory(state=heads * n * n * fixed.UV_BITS)
+            continue
         if not dyn:
             mem = mem + Memory(state=heads * (d // heads) ** 2 * fixed.UV_BITS)
             mem = mem + _bias(nd, lat + 1)  # the BN bias of the product
@@ -459,12 +468,17 @@ def _stream(d: int, grid: tuple[int, int], k: int, dilations: tuple[int, ...]) -
     return mem
 
 
-def mechanism_state(row: str, *, d: int, heads: int, k: int = 8, **_: Any) -> int:
+def mechanism_state(row: str, *, d: int, heads: int, k: int = 8,
+                    grid: tuple[int, int] = (0, 0), **_: Any) -> int:
     """State the attention mechanism itself keeps per block, in bits: SSA's Kᵀ·V
-    accumulators (O(d²/h)), LRF-Dyn dendritic's k·d compartments (O(k·d)), nothing
-    for the parallel mode (its kernel is in synapses)."""
+    accumulators (O(d²/h)), A²OS²A's N×N scores per head (O(h·N²)), LRF-Dyn dendritic's
+    k·d compartments (O(k·d)), nothing for the parallel mode (its kernel is in
+    synapses)."""
     if row in ("ssa", "lrf_ssa", "statten"):
         return heads * (d // heads) ** 2 * fixed.UV_BITS
+    if row == "a2os2a":
+        n = grid[0] * grid[1]
+        return heads * n * n * fixed.UV_BITS
     if row == "lrf_dyn_dendritic":
         return k * d * (2 * fixed.UV_BITS + fixed.DECAY_BITS)
     return 0
@@ -590,14 +604,33 @@ def paper_network(model_cfg: dict[str, Any] | None = None, *, seed: int = 0,
 def _unlowerable(row: str, cfg: dict[str, Any]) -> str | None:
     """Why ``row`` cannot lower at ``cfg``'s shape, known before lowering anything: the
     gate's offset (the largest count M) is an 8-bit weight of an exact graded node."""
+    tokens = (int(cfg["img_size"]) // math.prod(int(s) for s in cfg["stem_strides"])) ** 2
+    if row == "a2os2a":
+        from lrfdyn.sim.budget import format_bytes, max_memory
+
+        neurons = a2os2a_neurons(int(cfg["dim"]), tokens, int(cfg["heads"]),
+                                 int(cfg.get("depth", 1)))
+        need = neurons * LOWER_BYTES_PER_NEURON
+        if need > max_memory():
+            return (f"A²OS²A's attention alone is {neurons:,} neurons (d·N² per product node), "
+                    f"about {format_bytes(need)} to lower, over the memory budget of "
+                    f"{format_bytes(max_memory())}; counted in closed form")
+        return None
     if row != "statten":
         return None
-    tokens = (int(cfg["img_size"]) // math.prod(int(s) for s in cfg["stem_strides"])) ** 2
     cap = int(cfg.get("statten_block", 2)) * tokens
     if cap > fixed.WEIGHT_MAX:
         return (f"STAtten's gate offset is blocks x tokens = {cap}, beyond the {fixed.WEIGHT_MAX} "
                 "an exact 8-bit weight holds; counted in closed form")
     return None
+
+
+def a2os2a_neurons(d: int, tokens: int, heads: int, blocks: int, runs: int = 1) -> int:
+    """Neurons of ``blocks`` A²OS²A attentions as :mod:`lrfdyn.export.a2os2a` builds them:
+    Q, K, V, the attention LIF and K, V flattened (d·N each); the products A, B and the
+    gate (d·N² each); the scores, R and two rectified parts per level run (h·N² each)."""
+    n2 = tokens * tokens
+    return blocks * (6 * d * tokens + 3 * d * n2 + (2 + 2 * runs) * heads * n2)
 
 
 def measured_variants(cfg: dict[str, Any], *, seed: int = 0,

@@ -115,3 +115,33 @@ def tiny_lrf_dyn():
         attn.beta_raw.uniform_(-2, 2)
         attn.gamma.uniform_(0.5, 1.5)
     return model, model_to_nir(model, (1, 14, 14), TINY_LRF_DYN["timesteps"])
+
+
+@pytest.fixture(scope="session")
+def loud_tiny_spikformer(tmp_path_factory: pytest.TempPathFactory):
+    """``make(cfg, seed, biased)``: a tiny 14×14 Spikformer, trained-like, with every BN
+    five times louder and +1 on the BN bias of the attention's ``biased`` spike kinds, so
+    that its products fire; returns (model, the exported graph read back, 3 images)."""
+    import torch
+
+    from lrfdyn.export.to_nir import model_to_nir, write_nir
+    from lrfdyn.sim.memory import _trained_like
+    from lrfdyn.sim.simulate import read_graph
+    from lrfdyn.train.models import build_model
+
+    def make(cfg: dict, seed: int, biased: tuple[str, ...]):
+        torch.manual_seed(seed)
+        model = build_model("spikformer", cfg).eval()
+        _trained_like(model, seed)
+        with torch.no_grad():
+            for bn in model.modules():
+                if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+                    bn.weight.mul_(5.0)
+            for kind in biased:
+                getattr(model.blocks[0].attn, kind).bn.bias.add_(1.0)
+        path = tmp_path_factory.mktemp(str(cfg["attention"])) / "model.nir"
+        write_nir(model_to_nir(model, (1, 14, 14), int(cfg["timesteps"])), path)
+        x = np.random.default_rng(1).integers(0, 256, size=(3, 196))
+        return model, read_graph(path), x
+
+    return make

@@ -134,5 +134,5 @@ def test_a_block_without_a_lowering_is_refused_in_one_line(capsys, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "blocks.0.attn (statten): a reason to refuse it" in err[0]
-    assert "exports lrf_dyn" in err[0] and "statten" not in err[0].split("exports")[1]
+    assert "exports a2os2a, lrf_dyn" in err[0] and "statten" not in err[0].split("exports")[1]
     assert not dest.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]

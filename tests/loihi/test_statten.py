@@ -15,15 +15,12 @@ import pytest
 import torch
 
 from lrfdyn.export.from_nir import run_float
-from lrfdyn.export.to_nir import model_to_nir, write_nir
+from lrfdyn.export.to_nir import write_nir
 from lrfdyn.export.transformer import spikformer_config
 from lrfdyn.loihi.lower import PHASE_SOURCE, lower
 from lrfdyn.nir_types import BLOCK_SUM, EXTENSION_KEY, EXTENSIONS_USED
-from lrfdyn.sim.memory import _trained_like as trained_like
 from lrfdyn.sim.reference import run_reference
 from lrfdyn.sim.report import first_mismatches
-from lrfdyn.sim.simulate import read_graph
-from lrfdyn.train.models import build_model
 
 T, B = 3, 2
 TINY = dict(img_size=14, in_channels=1, num_classes=4, dim=4, depth=1, heads=2, timesteps=T,
@@ -34,20 +31,8 @@ SEED = 3
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    torch.manual_seed(SEED)
-    model = build_model("spikformer", TINY).eval()
-    trained_like(model, SEED)
-    with torch.no_grad():  # loud enough that Q, K, V and the gate all fire
-        for bn in model.modules():
-            if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
-                bn.weight.mul_(5.0)
-        for kind in ("q", "k", "v"):
-            getattr(model.blocks[0].attn, kind).bn.bias.add_(1.0)
-    path = tmp_path_factory.mktemp("statten") / "model.nir"
-    write_nir(model_to_nir(model, (1, 14, 14), T), path)
-    x = np.random.default_rng(1).integers(0, 256, size=(3, 196))
-    return model, read_graph(path), x
+def exported(loud_tiny_spikformer):
+    return loud_tiny_spikformer(TINY, SEED, ("q", "k", "v"))  # Q, K, V and the gate fire
 
 
 def test_the_block_sum_is_a_marked_extension_that_nir_reads(exported, tmp_path) -> None:

@@ -218,7 +218,12 @@ def test_paper_scale_measured(tiny_lrf_dyn, tmp_path, capsys) -> None:
     paper = report["paper"]
     assert paper["scale"] == {k: list(v) if isinstance(v, tuple) else v
                               for k, v in PAPER_SCALE.items()}
-    assert set(paper["measured"]) == set(LOWERED_ROWS) | set(VARIANT_ROWS)
+    # STAtten's gate offset (2 x 196 tokens) exceeds an exact 8-bit weight, and A²OS²A's
+    # 487 M attention neurons would not lower in this machine's memory: both say so.
+    unfit = {"statten", "a2os2a"}
+    assert set(paper["measured"]) == set(LOWERED_ROWS) | (set(VARIANT_ROWS) - unfit)
+    assert "8-bit weight" in paper["variants"]["statten"]["not_lowered"]
+    assert "486,707,200 neurons" in paper["variants"]["a2os2a"]["not_lowered"]
     for row in LOWERED_ROWS:
         ratio = paper["measured_over_model"][row]
         assert ratio["state"] == ratio["buffers"] == 1.0

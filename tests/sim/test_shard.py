@@ -71,6 +71,35 @@ def test_workers_report_equals_the_single_run(digits_run, single, tmp_path) -> N
     assert single.mismatches == 0 and single.lava_accuracy is not None
 
 
+def test_a_run_over_the_memory_budget_runs_as_shards_that_fit_with_one_runs_report(
+        digits_run, single, tmp_path) -> None:
+    """A run records every group of every sample it holds; over the budget it is cut into
+    the fewest shards that fit, one after another, and the report is one run's."""
+    from lrfdyn.cli import main
+    from lrfdyn.errors import ResourceError
+    from lrfdyn.loihi.lower import lower
+    from lrfdyn.sim.budget import estimate, fitting_shards
+    from lrfdyn.sim.simulate import read_graph
+
+    net = lower(read_graph(digits_run / "model.nir"))
+    two = estimate(net, 2).total_bytes
+    assert estimate(net, 3).total_bytes > two  # so a budget of `two` needs 3 shards of 2
+    assert fitting_shards(net, SAMPLES, budget=estimate(net, SAMPLES).total_bytes) == 1
+    assert fitting_shards(net, SAMPLES, budget=two) == 3
+    assert fitting_shards(net, SAMPLES, workers=2, budget=2 * two) == 3  # 2 held at once
+    with pytest.raises(ResourceError, match="for 1 samples"):
+        fitting_shards(net, SAMPLES, budget=estimate(net, 1).total_bytes - 1)
+
+    out = tmp_path / "report.json"
+    rc = main(["simulate", str(digits_run / "model.nir"), "--samples", str(SAMPLES),
+               "--copies", "1", "--max-memory", str(two), "--report", str(out), "--json"])
+    assert rc == 0
+    got = json.loads(out.read_text())
+    timings = got.pop("timings")
+    assert [s["start"] for s in timings["shards"]] == [0, 2, 4]
+    assert got == json.loads(json.dumps(_comparable(single)))
+
+
 def test_a_failed_shard_is_named_by_its_sample_range_and_nothing_is_returned(digits_run):
     from lrfdyn.loihi.lower import lower
     from lrfdyn.sim.simulate import read_graph

@@ -243,7 +243,7 @@ def count_profile(net: LoweredNetwork, x: np.ndarray, y: np.ndarray,
     cores = {m.name: m.cores for m in resources.layers}
     layers = []
     for g, grp in net.groups.items():
-        count = int(spikes[g].sum())
+        count = int(np.count_nonzero(spikes[g]))  # events: a graded or ternary value is one
         _, state, syn = layer_bits(net, g)
         layers.append(LayerProfile(
             name=g, neurons=grp.size, spikes=count,

@@ -130,3 +130,17 @@ def test_lava_equals_the_reference_and_a_late_product_is_caught_where_it_lands(
     upstream = [g for g in net.groups if net.groups[g].latency < net.groups[relay].latency]
     assert f"{BLOCK}.q_lif" in upstream and not any(counts[g] for g in upstream)
     assert multiprocessing.active_children() == []
+
+
+def test_the_profile_counts_a_ternary_or_graded_value_as_one_event(exported) -> None:
+    """A −1 spike or a payload of 3 is one event (a sum of values would miscount both)."""
+    from lrfdyn.sim.profile import count_profile
+
+    _, graph, x = exported
+    net = lower(graph)
+    spikes = {g: s[:, :T] for g, s in run_reference(net, x, T).items()}
+    report = count_profile(net, x, np.zeros(len(x), np.int64), spikes, "reference")
+    got = {la.name: la.spikes for la in report.layers}
+    assert got == {g: int(np.count_nonzero(s)) for g, s in spikes.items()}
+    assert (spikes[f"{BLOCK}.q_lif"] < 0).any() and (spikes[f"{BLOCK}.levels"] > 1).any()
+    assert all(0.0 <= la.firing_rate <= 1.0 for la in report.layers)

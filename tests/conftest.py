@@ -145,3 +145,22 @@ def loud_tiny_spikformer(tmp_path_factory: pytest.TempPathFactory):
         return model, read_graph(path), x
 
     return make
+
+
+def reimport_equals_model(model, graph: nir.NIRGraph, x: np.ndarray) -> bool:
+    """Whether the float re-import of ``graph`` sends the trained ``model``'s output
+    spikes exactly, on 8-bit images ``x`` (N, 196) of a 14×14 grid."""
+    import torch
+
+    from lrfdyn.export.from_nir import run_float
+
+    images = x.reshape(-1, 1, 14, 14).astype(np.float32)
+    with torch.no_grad():
+        out, _ = model(torch.as_tensor(images) / 255.0)
+    return np.array_equal(run_float(graph, images), out.permute(1, 0, 2).numpy())
+
+
+@pytest.fixture(scope="session")
+def float_reimport_equal():
+    """:func:`reimport_equals_model`, for tests (conftest is not importable by name)."""
+    return reimport_equals_model

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from lrfdyn.export.a2os2a import level_runs
-from lrfdyn.export.from_nir import run_float
 from lrfdyn.export.to_nir import write_nir
 from lrfdyn.export.transformer import spikformer_config
 from lrfdyn.loihi.lower import lower
@@ -64,12 +63,8 @@ def test_q_and_k_are_marked_ternary_nodes_that_nir_reads(exported, tmp_path) -> 
     assert (cfg["attention"], cfg["heads"], cfg["a2os2a_levels"]) == ("a2os2a", 2, 2)
 
 
-def test_the_float_reimport_equals_the_trained_model(exported) -> None:
-    model, graph, x = exported
-    images = x.reshape(-1, 1, 14, 14).astype(np.float32)
-    with torch.no_grad():
-        out, _ = model(torch.as_tensor(images) / 255.0)
-    assert np.array_equal(run_float(graph, images), out.permute(1, 0, 2).numpy())
+def test_the_float_reimport_equals_the_trained_model(exported, float_reimport_equal) -> None:
+    assert float_reimport_equal(*exported)
 
 
 def test_scores_levels_and_gate_are_the_attention_of_the_references_own_spikes(

@@ -12,9 +12,7 @@ import multiprocessing
 import nir
 import numpy as np
 import pytest
-import torch
 
-from lrfdyn.export.from_nir import run_float
 from lrfdyn.export.to_nir import write_nir
 from lrfdyn.export.transformer import spikformer_config
 from lrfdyn.loihi.lower import PHASE_SOURCE, lower
@@ -48,13 +46,9 @@ def test_the_block_sum_is_a_marked_extension_that_nir_reads(exported, tmp_path) 
     assert spikformer_config(graph)["statten_block"] == B
 
 
-def test_the_float_reimport_equals_the_trained_model(exported) -> None:
+def test_the_float_reimport_equals_the_trained_model(exported, float_reimport_equal) -> None:
     """The block sum needs later steps; the re-import runs the sequence until it settles."""
-    model, graph, x = exported
-    images = x.reshape(-1, 1, 14, 14).astype(np.float32)
-    with torch.no_grad():
-        out, _ = model(torch.as_tensor(images) / 255.0)
-    assert np.array_equal(run_float(graph, images), out.permute(1, 0, 2).numpy())
+    assert float_reimport_equal(*exported)
 
 
 def _block_gate(ref: dict[str, np.ndarray], n: int) -> np.ndarray:

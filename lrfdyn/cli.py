@@ -500,8 +500,9 @@ def cmd_deploy(a: argparse.Namespace) -> int:
 
 def _max_memory_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", metavar="SIZE",
-                   help="memory the run may use, e.g. 16G (default 8G); a run estimated "
-                        "above it is refused before it starts, with the estimate")
+                   help="memory the run may use, e.g. 16G (default 8G); simulate cuts a "
+                        "run estimated above it into sample shards that fit, and a run "
+                        "that cannot fit is refused before it starts, with the estimate")
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:

@@ -104,10 +104,12 @@ def run_simulation(nir_path: str | os.PathLike[str], *, data: str | None = None,
     from lrfdyn.sim.budget import check as check_budget, fitting_shards
 
     # Before any of it runs; a run too big for the budget is cut into shards that fit.
-    if cluster:
+    if cluster:  # memory is the cluster nodes'; one range per worker, as asked
         check_budget(net, len(images), lava=use_lava, float_pass=True)
-    shards = 1 if cluster else fitting_shards(net, len(images), workers=workers,
-                                              lava=use_lava, float_pass=True)
+        shards = 1
+    else:
+        shards = fitting_shards(net, len(images), workers=workers, lava=use_lava,
+                                float_pass=True)
     float_pred = run_float(graph, images).sum(axis=1).argmax(axis=1)
     x = images.reshape(len(images), -1).astype(np.int64)
     if workers > 1 or cluster or shards > 1:

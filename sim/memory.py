@@ -50,6 +50,7 @@ import scipy.sparse as sp
 
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import COMPARTMENTS, OFFSETS, PROD, RELAY_STEPS
+from lrfdyn.sim.budget import format_bytes, max_memory
 
 #: Variants and modes of the table, in its order.
 ROWS = ("ssa", "lrf_ssa", "statten", "a2os2a", "lrf_dyn_parallel", "lrf_dyn_dendritic")
@@ -413,11 +414,11 @@ def analytic(row: str, *, d: int, grid: tuple[int, int], heads: int, k: int = 8,
         for _ in kinds:  # spike generators: LIF, 1×1 conv, bias
             mem = mem + Memory(state=_lif(nd)) + _layer(nd, d * d) + _bias(nd, lat)
         mem = mem + Memory(state=_lif(nd))  # the attention LIF
-        if row == "a2os2a":
-            total = total + mem + Memory(state=heads * n * n * fixed.UV_BITS)
-            continue
-        if not dyn:
-            mem = mem + Memory(state=heads * (d // heads) ** 2 * fixed.UV_BITS)
+        if not dyn:  # the mechanism's accumulators: Kᵀ·V, or A²OS²A's scores
+            mem = mem + Memory(state=mechanism_state(row, d=d, heads=heads, grid=grid))
+            if row == "a2os2a":
+                total = total + mem
+                continue
             mem = mem + _bias(nd, lat + 1)  # the BN bias of the product
             if row == "lrf_ssa":
                 for _ in dilations:
@@ -606,8 +607,6 @@ def _unlowerable(row: str, cfg: dict[str, Any]) -> str | None:
     gate's offset (the largest count M) is an 8-bit weight of an exact graded node."""
     tokens = (int(cfg["img_size"]) // math.prod(int(s) for s in cfg["stem_strides"])) ** 2
     if row == "a2os2a":
-        from lrfdyn.sim.budget import format_bytes, max_memory
-
         neurons = a2os2a_neurons(int(cfg["dim"]), tokens, int(cfg["heads"]),
                                  int(cfg.get("depth", 1)))
         need = neurons * LOWER_BYTES_PER_NEURON

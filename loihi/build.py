@@ -41,7 +41,6 @@ from lrfdyn.errors import ValidationError
 from lrfdyn.loihi.lower import (
     LoweredNetwork,
     NeuronGroup,
-    RelayParams,
     SynapseSpec,
     bias_offset,
     phase_offset,
@@ -156,7 +155,7 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
         lag = bias_offset(name)
         on = np.zeros((len(x), block), np.int32)
         on[:, lag:lag + steps] = 1
-        sources[name] = Source(data=on.reshape(1, -1))
+        sources[name] = Source(data=on.reshape(1, total))
     for name in net.phase_sources:  # the phases of the T input steps, as the bias is lagged
         lag = phase_offset(name)
         pattern = np.asarray(net.phases, np.int32)
@@ -198,7 +197,7 @@ def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> Abst
         from lava.proc.graded.process import GradedReluVec, GradedVec
         from lava.proc.prodneuron.process import ProdNeuron
 
-        p = g.params if isinstance(g.params, RelayParams) else RelayParams()
+        p = g.relay
         if p.rectify:  # sends v·(v > vth): max(v, 0) at vth = 0
             return GradedReluVec(shape=(g.size,), vth=0, exp=0)
         # vth = 0: every non-zero value passes (both send v·(|v| > vth)).

@@ -369,7 +369,7 @@ def build_dendritic_network(dn: DendriticNetwork, x: np.ndarray, *,
     kinds: dict[str, str] = {}
     for name, g in dn.groups.items():
         if g.graded:
-            rp = g.params if isinstance(g.params, RelayParams) else RelayParams()
+            rp = g.relay
             neurons[name] = ProdNeuron(shape=(g.size,), vth=0, exp=rp.exp) if rp.prod else \
                 GradedVec(shape=(g.size,), vth=0, exp=0)
         else:

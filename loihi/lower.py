@@ -301,6 +301,11 @@ class NeuronGroup:
         return self.kind != "lif"
 
     @property
+    def relay(self) -> RelayParams:
+        """A graded group's shift and rectifier (none where its params are not a relay's)."""
+        return self.params if isinstance(self.params, RelayParams) else RelayParams()
+
+    @property
     def state_bits(self) -> int:
         """u and v of every LIF at 24 bits each; one 24-bit value per relay neuron."""
         words = 2 if self.kind == "lif" else 1
@@ -1136,7 +1141,9 @@ class _Quantizer:
             if exact and not np.array_equal(
                     np.asarray(spec.effective()).ravel() * 2.0**q.exp, e.bias * bias_units):
                 raise LoihiRangeError(f"{n}: its bias is not an integer Loihi holds exactly; "
-                                      "a graded node's bias must be a whole number below 255")
+                                      "a graded node's biases must be whole numbers that "
+                                      "8-bit mantissas with one shared exponent hold (any "
+                                      "below 255 do)")
             self.synapses.append(spec)
 
 

@@ -178,7 +178,7 @@ def param(name: str, field_name: str, values: Any, conv: Convention) -> float | 
     """One value where all neurons share it (as :func:`uniform`), else, under a per-neuron
     convention, the flat per-neuron array."""
     arr = np.asarray(values, np.float64).ravel()
-    if conv.per_neuron and arr.size > 1 and not np.all(arr == arr[0]):
+    if conv.per_neuron and arr.size and not arr.min() == arr.max():  # NaN: not equal
         return arr
     return uniform(name, field_name, values)
 

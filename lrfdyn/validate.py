@@ -231,6 +231,9 @@ def check_train_config(data: Any) -> dict[str, Any]:
         check_real("weight_decay", d["weight_decay"], nonneg=True, where=where)
     if "logit_scale" in d:
         check_real("logit_scale", d["logit_scale"], positive=True, where=where)
+    if "bn_calibration" in d and not isinstance(d["bn_calibration"], bool):
+        raise ValidationError(f"{where}: bn_calibration must be true or false, got "
+                              f"{show(d['bn_calibration'])}")
     arch = d.get("arch", "mlp")
     model = d.get("model", {})
     if not isinstance(model, Mapping):

@@ -21,7 +21,7 @@ group ``g`` at step ``t + latency(g)`` must equal the reference at step ``t``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,7 +33,6 @@ from lrfdyn.loihi import fixed
 from lrfdyn.loihi.lower import (
     BIAS_SOURCE,
     LoweredNetwork,
-    RelayParams,
     SynapseSpec,
     bias_offset,
     phase_offset,
@@ -42,6 +41,7 @@ from lrfdyn.loihi.lower import (
 #: float64 (float32) holds every integer below this exactly.
 _EXACT = float(1 << 53)
 _EXACT32 = float(1 << 24)
+_INT32_MAX = (1 << 31) - 1
 
 
 class SynapseLayer:
@@ -76,8 +76,9 @@ class SynapseLayer:
         reach = peak * payload_max * max(fan_in, 1)
         #: Largest |summed input| this layer can deliver (after a Dense weight_exp).
         self.reach = reach if s.conv is not None else reach * 2.0 ** s.weight_exp
-        # int32 halves the memory traffic of everything downstream where it holds the sum.
-        self.out_dtype = torch.int32 if self.reach < (1 << 30) else torch.int64
+        # int32 halves the memory traffic of everything downstream where it holds the sum;
+        # a Dense sum is converted before its weight_exp shift, so both sides must fit.
+        self.out_dtype = int_type(max(reach, self.reach))
         # A one-weight-per-channel conv (a one-to-one read, a BN scale) is a broadcast.
         self.diagonal = None
         if s.conv is not None and s.conv.pointwise and s.conv.depthwise:
@@ -109,10 +110,7 @@ class SynapseLayer:
             # Lava's fixed-point Conv wraps its output to 24 bits and ignores weight_exp.
             y = y.reshape(x.shape[0], -1).to(self.out_dtype)
             return fixed.wrap_signed(y) if self.wraps else y
-        if self.weight.is_sparse:
-            y = torch.sparse.mm(self.weight, xf.T).T
-        else:
-            y = xf @ self.weight.T
+        y = (self.weight @ xf.T).T  # a sparse or a dense matrix
         return fixed.shift(y.to(self.out_dtype), self.spec.weight_exp)
 
 
@@ -141,7 +139,8 @@ def run_reference(
         lava_window: compute each group only for the steps a Lava run of ``steps`` steps
             records of it (``t < steps − latency``, the steps
             :func:`~lrfdyn.sim.report.first_mismatches` compares); later steps are 0. A
-            group deep in the pipeline then costs T steps, not ``steps``.
+            group deep in the pipeline then costs T steps, not ``steps``. Not with
+            ``inputs``, whose callbacks expect every source at every step.
 
     Returns:
         Boolean spikes of every recorded group, shape (B, steps, group_size), by name; the
@@ -149,28 +148,21 @@ def run_reference(
         or a relay).
     """
     x = check_samples(net, x)
-    if batch_size is not None and len(x) > batch_size:
-        parts = [run_reference(net, x[i:i + batch_size], steps, inputs=inputs, record=record,
-                               device=device, lava_window=lava_window)
-                 for i in range(0, len(x), batch_size)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    steps = net.input.timesteps if steps is None else steps
-    device = torch.device(device)
-    keep = set(net.groups) if record is None else set(record)
+    keep = set(net.groups) if record is None else set(record)  # a generator is read once
     unknown = keep - set(net.groups)
     if unknown:
         raise ValidationError(f"cannot record unknown groups {sorted(unknown)}")
+    if batch_size is not None and len(x) > batch_size:
+        parts = [run_reference(net, x[i:i + batch_size], steps, inputs=inputs, record=keep,
+                               device=device, batch_size=None, lava_window=lava_window)
+                 for i in range(0, len(x), batch_size)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in keep}
+    steps = net.input.timesteps if steps is None else steps
+    device = torch.device(device)
     batch = x.shape[0]
     xt = torch.as_tensor(x, dtype=torch.int64, device=device)
-    bound = _payload_bounds(net)
-    incoming: dict[str, list[SynapseLayer]] = {}
-    for g, grp in net.groups.items():  # sources first: a relay's bound tightens its readers'
-        incoming[g] = [SynapseLayer(s, bound.get(s.src, 1.0), device) for s in net.incoming(g)
-                       if s.port == "a_in"]
-        if grp.graded and not (inputs and g in inputs):
-            exp = grp.params.exp if isinstance(grp.params, RelayParams) else 0
-            reach = sum(layer.reach for layer in incoming[g])
-            bound[g] = min(bound[g], reach / 2.0 ** exp + 1.0)
+    fed = set(inputs or ())
+    incoming, bound = synapse_layers(net, device, fed)
     # A group that reads a later step of its source (a lead: negative lag, a block sum
     # reading the rest of its time block) runs that many passes behind it. Without leads
     # every offset is 0 and pass t is logical step t for every group.
@@ -184,16 +176,15 @@ def run_reference(
         if s.src in horizon:
             horizon[s.src] = max(horizon[s.src], offset[s.dst] + s.lag + int(s.recurrent))
     # int32 layer outputs are summed in int32 only where the group's total bound fits it.
-    acc = {g: torch.int32 if sum(layer.reach for layer in incoming[g]) < (1 << 31) - 1
-           else torch.int64 for g in net.groups}
+    acc = {g: int_type(sum(layer.reach for layer in incoming[g])) for g in net.groups}
     # A ProdNeuron's second factor: the constant 1 of a shifter, or a block sum's phase.
-    factor2 = {g: [SynapseLayer(s, 1.0, device) for s in net.incoming(g) if s.port == "a_in2"]
-               for g in net.groups}
+    factor2 = {g: [SynapseLayer(s, bound[s.src], device) for s in net.incoming(g)
+                   if s.port == "a_in2"] for g in net.groups}
     # LIF groups with shift decays run TorchLif (int32 where their input bound allows).
     kernels = {g: fixed.TorchLif.build(grp.params, grp.spiking,
                                        sum(layer.reach for layer in incoming[g]), device)
                for g, grp in net.groups.items()
-               if not grp.graded and not (inputs and g in inputs)}
+               if not grp.graded and g not in fed}
     state = {g: fixed.LifState(*(torch.zeros((batch, grp.size), device=device,
                                              dtype=kernels[g].dtype if kernels.get(g)
                                              else torch.int64)
@@ -203,11 +194,8 @@ def run_reference(
                        bool if net.groups[g].spiking else np.int64) for g in keep}
     sent_at: dict[str, dict[int, torch.Tensor]] = {g: {} for g in net.groups}
     zeros_in = torch.zeros((batch, net.input.size), dtype=torch.int64, device=device)
-    # A source read by nobody any more sends zeros: consumers' windows end earlier.
+    # Past its window a group sends nothing: its readers' windows end earlier.
     until = {g: steps - grp.latency if lava_window else steps for g, grp in net.groups.items()}
-    silent = {g: torch.zeros((batch, grp.size), dtype=torch.bool if grp.spiking and not
-                             grp.graded else torch.int64, device=device)
-              for g, grp in net.groups.items() if until[g] < steps}
     ones = torch.ones((batch, 1), dtype=torch.int64, device=device)
     phase = [torch.as_tensor(net.phase_at(t), dtype=torch.int64, device=device).repeat(batch, 1)
              for t in range(steps)]
@@ -239,12 +227,9 @@ def run_reference(
     for tau in range(steps + max(offset.values(), default=0)):
         for g, grp in net.groups.items():
             t = tau - offset[g]
-            if not 0 <= t < steps:
+            if not offset[g] <= tau < offset[g] + until[g]:
                 continue
-            if t >= until[g]:
-                sent_at[g][t] = silent[g]
-                continue
-            if inputs and g in inputs:
+            if g in fed:
                 visible = {src: v for src in (net.input.name, BIAS_SOURCE)
                            if (v := sent(src, t)) is not None}
                 visible.update({h: v[t] for h, v in sent_at.items() if t in v})
@@ -259,9 +244,9 @@ def run_reference(
                 if factor2[g]:
                     a_in2 = summed(factor2[g], g, t)
                     a_in = a_in * a_in2 if a_in2 is not None else torch.zeros_like(a_in)
-                exp = grp.params.exp if isinstance(grp.params, RelayParams) else 0
+                exp = grp.relay.exp
                 value = a_in >> exp if exp else a_in
-                if isinstance(grp.params, RelayParams) and grp.params.rectify:
+                if grp.relay.rectify:
                     value = value.clamp(min=0)
             elif grp.ternary:
                 value = _ternary_step(state, g, a_in, grp.params)
@@ -275,10 +260,9 @@ def run_reference(
             sent_at[g][t] = value
             if g in keep:
                 out[g][:, t] = value.cpu().numpy()
-        for g, kept in sent_at.items():
+        for g, kept in sent_at.items():  # forget what no reader asks for any more
             oldest = tau + 1 - horizon[g]
-            for when in [w for w in kept if w < oldest]:
-                del kept[when]
+            sent_at[g] = {when: v for when, v in kept.items() if when >= oldest}
     return out
 
 
@@ -288,9 +272,34 @@ def _ternary_step(state: dict, g: str, a_in, params: fixed.LifParams):
     return s_out
 
 
+def int_type(bound: float) -> torch.dtype:
+    """The narrowest integer type that holds every value of magnitude up to ``bound``."""
+    return torch.int32 if bound <= _INT32_MAX else torch.int64
+
+
+def synapse_layers(net: LoweredNetwork, device: torch.device, fed: Collection[str] = ()
+                   ) -> tuple[dict[str, list[SynapseLayer]], dict[str, float]]:
+    """Every group's ``a_in`` synapse layers, and the largest payload each source sends.
+
+    A relay's payload bound tightens from the 24-bit range to what its inputs can sum to,
+    shifted by its exponent (plus one for rounding), so that its readers can use the
+    faster number types; ``fed`` groups (fed by a callback) keep the 24-bit range.
+    """
+    bound = _payload_bounds(net)
+    incoming: dict[str, list[SynapseLayer]] = {}
+    for g, grp in net.groups.items():  # sources first: a relay's bound tightens its readers'
+        incoming[g] = [SynapseLayer(s, bound[s.src], device) for s in net.incoming(g)
+                       if s.port == "a_in"]
+        if grp.graded and g not in fed:
+            exp = grp.relay.exp
+            reach = sum(layer.reach for layer in incoming[g])
+            bound[g] = min(bound[g], reach / 2.0 ** exp + 1.0)
+    return incoming, bound
+
+
 def _payload_bounds(net: LoweredNetwork) -> dict[str, float]:
     """Largest magnitude each source can send: 1 for spikes, the 24-bit range for graded
-    (which :func:`run_reference` tightens to what a relay's inputs can sum to)."""
+    (which :func:`synapse_layers` tightens to what a relay's inputs can sum to)."""
     bounds = {net.input.name: float(max(net.input.levels, 1)),
               **{b: 1.0 for b in (*net.bias_sources, *net.phase_sources)}}
     for g, grp in net.groups.items():
@@ -303,11 +312,8 @@ def _payload_bounds(net: LoweredNetwork) -> dict[str, float]:
 def check_samples(net: LoweredNetwork, x: np.ndarray) -> np.ndarray:
     """``x`` as int64 (N, input_size) or (N, T, input_size), or one clear error."""
     x = np.asarray(x, dtype=np.int64)
-    if x.ndim == 3 and x.shape[1] == net.input.timesteps:
-        x_step = x[:, 0]
-    else:
-        x_step = x
-    if x_step.ndim != 2 or x_step.shape[1] != net.input.size:
+    one_per_step = x.ndim == 3 and x.shape[1] == net.input.timesteps
+    if not (x.ndim == 2 or one_per_step) or x.shape[-1] != net.input.size:
         raise ValidationError(
             f"samples have shape {x.shape[1:]}, but the network's input has {net.input.size} "
             "values; pick the data set the model was trained on (--data)"

@@ -126,7 +126,10 @@ def source_events(net: LoweredNetwork, s: SynapseSpec, spikes: dict[str, np.ndar
     if phase_offset(s.src) is not None:
         return net.phases[:timesteps].sum(axis=0).astype(np.int64) * len(x)
     if s.src == net.input.name:
-        return (np.asarray(x) != 0).sum(axis=0).astype(np.int64) * timesteps
+        x = np.asarray(x)
+        if x.ndim == 3:  # (N, T, size): a different input at each step
+            return np.count_nonzero(x[:, :timesteps], axis=(0, 1)).astype(np.int64)
+        return np.count_nonzero(x, axis=0).astype(np.int64) * timesteps
     return np.count_nonzero(spikes[s.src][:, :timesteps], axis=(0, 1)).astype(np.int64)
 
 
@@ -137,7 +140,8 @@ def count_synops(
 
     Args:
         spikes: reference-aligned spikes per group, (N, ≥timesteps, size).
-        x: the integer input payloads (N, input_size), present at every input step.
+        x: the integer input payloads, (N, input_size) present at every input step, or
+            (N, T, input_size) one per step.
     """
     per_group = {g: 0 for g in net.groups}
     for s in net.synapses:

@@ -129,14 +129,52 @@ def _command(tests: list[str]) -> str:
             f"-m 'not slow' {' '.join(tests)}")
 
 
-def _work_items(module: str):
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(line, column) start and end of every annotation in ``source``.
+
+    Under ``from __future__ import annotations`` (every core module) an annotation is a
+    string that nothing evaluates, so a mutant inside one (``int | None`` to
+    ``int & None``) is equivalent by construction; such mutants are left out and counted.
+    Columns are characters, as cosmic-ray's parser counts them, not ast's UTF-8 bytes.
+    """
+    import ast
+
+    lines = source.splitlines()
+
+    def char_col(line: int, byte_col: int) -> int:
+        return len(lines[line - 1].encode()[:byte_col].decode())
+
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        notes = []
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            notes.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
+            notes.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            notes.append(node.annotation)
+        for a in notes:
+            spans.append(((a.lineno, char_col(a.lineno, a.col_offset)),
+                          (a.end_lineno, char_col(a.end_lineno, a.end_col_offset))))
+    return spans
+
+
+def _work_items(module: str) -> tuple[list, int]:
+    """cosmic-ray's mutants of ``module`` under :data:`KEEP`, and how many of them sat in
+    annotations (left out, see :func:`annotation_spans`)."""
     import re
 
     from cosmic_ray.commands.init import _all_work_items
 
     keep = re.compile("|".join(KEEP))
-    return [w for w in _all_work_items([Path(module)], {})
-            if keep.match(w.mutations[0].operator_name)]
+    source = Path(module).read_text()
+    postponed = "from __future__ import annotations" in source  # else they run at import
+    spans = annotation_spans(source) if postponed else []
+    items = [w for w in _all_work_items([Path(module)], {})
+             if keep.match(w.mutations[0].operator_name)]
+    code = [w for w in items
+            if not any(a <= tuple(w.mutations[0].start_pos) < b for a, b in spans)]
+    return code, len(items) - len(code)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -156,12 +194,14 @@ def run(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + 60 * args.minutes
     rng = random.Random(args.seed)
     plans = {}
+    in_annotations = {}
     for m in modules:
-        items = _work_items(m)
+        items, in_annotations[m] = _work_items(m)
         sample = rng.sample(items, min(args.per_module, len(items))) if args.per_module \
             else items
         plans[m] = (items, sample)
-        print(f"{m}: {len(items)} mutants, sampling {len(sample)}", flush=True)
+        print(f"{m}: {len(items)} mutants ({in_annotations[m]} more in annotations, left "
+              f"out), sampling {len(sample)}", flush=True)
     summary: dict = {"minutes": args.minutes, "seed": args.seed, "modules": {}}
     for i, m in enumerate(modules):
         items, sample = plans[m]
@@ -215,7 +255,8 @@ def run(args: argparse.Namespace) -> dict:
                       f"{res.test_outcome or res.worker_outcome}", flush=True)
         ran = counts["killed"] + counts["survived"]
         summary["modules"][m] = {
-            "mutants_total": len(items), "sampled": len(sample), **counts,
+            "mutants_total": len(items), "in_annotations": in_annotations[m],
+            "sampled": len(sample), **counts,
             "score": round(counts["killed"] / ran, 4) if ran else None,
             "baseline_s": round(baseline_s, 1), "tests": tests, "survivors": survivors}
         print(f"{m}: {counts} score {summary['modules'][m]['score']}", flush=True)
@@ -226,13 +267,14 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _markdown(summary: dict) -> str:
-    lines = ["| module | mutants | sampled | run | killed | survived | score |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| module | mutants | in annotations (left out) | sampled | run | killed "
+             "| survived | score |",
+             "|---|---|---|---|---|---|---|---|"]
     for m, r in summary["modules"].items():
         ran = r["killed"] + r["survived"]
         score = "n/a" if r["score"] is None else f"{100 * r['score']:.1f} %"
-        lines.append(f"| {m} | {r['mutants_total']} | {r['sampled']} | {ran} | {r['killed']} "
-                     f"| {r['survived']} | {score} |")
+        lines.append(f"| {m} | {r['mutants_total']} | {r.get('in_annotations', 'n/a')} "
+                     f"| {r['sampled']} | {ran} | {r['killed']} | {r['survived']} | {score} |")
     if "working_tree_unchanged" in summary:
         lines.append(f"\nseed {summary['seed']}; working-tree modules unchanged by the run "
                      f"(sha256 before/after): {summary['working_tree_unchanged']}")

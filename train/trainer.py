@@ -91,6 +91,9 @@ class TrainConfig:
     split_seed: int = 0
     logit_scale: float = 1.0
     qat_epochs: int = 0
+    #: Recalibrate BatchNorm's running statistics before each evaluation
+    #: (:func:`calibrate_batchnorm`); false keeps training's momentum average.
+    bn_calibration: bool = True
     out: str = "runs/train"
 
     def __post_init__(self) -> None:
@@ -173,6 +176,40 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarra
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict(model, x) == y).mean())
+
+
+#: Training samples whose batch statistics become BatchNorm's running statistics before
+#: each evaluation (the whole set where it is smaller).
+BN_CALIBRATION_SAMPLES = 2048
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    """Set every BatchNorm's running statistics to the mean of its batch statistics on
+    ``images`` under the current weights.
+
+    Training's momentum average trails weights that still move: after one epoch on digits
+    it left the evaluated (and exported, BN folded) Spikformer silent, 10 % test accuracy
+    against 65 % in training. Only running statistics change; the weights, the RNG and
+    so the rest of training are untouched.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    rng, was_training = torch.get_rng_state(), model.training
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # a plain mean over the batches
+        model.train()
+        for i in range(0, len(images), batch_size):
+            output_counts(model, images[i : i + batch_size])
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        torch.set_rng_state(rng)
+        model.train(was_training)
 
 
 #: Layers whose weights become Loihi synapses (BN folds into them at export).
@@ -395,6 +432,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     if ddp.is_main:
         write_json(out / "train_config.json", dataclasses.asdict(cfg))
     x_all = images_to_float(data.x_train)
+    # Evenly spaced, so that a training set stored class by class still calibrates fairly.
+    calibration = x_all[:: max(1, len(x_all) // BN_CALIBRATION_SAMPLES)][:BN_CALIBRATION_SAMPLES]
     y_all = torch.as_tensor(data.y_train)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -435,6 +474,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                                       "train_acc": correct_all / total_all, "ranks": ddp.world,
                                       "qat": qat, **shards}
             if ddp.is_main:
+                if cfg.bn_calibration:
+                    with quantized_weights(model) if qat else contextlib.nullcontext():
+                        calibrate_batchnorm(model, calibration, cfg.batch_size)
                 record["test_acc"] = accuracy(model, data.x_test, data.y_test)
                 if qat:
                     with quantized_weights(model):

@@ -33,6 +33,20 @@ def test_simulate_json_reports_zero_mismatches(capsys, digits_run) -> None:
     assert report["neurons"] == 48 + 32 + 10 and report["synops"] > 0
 
 
+def test_demo_json_keeps_the_test_split_accuracy_apart_from_the_lava_samples(
+        capsys, tmp_path) -> None:
+    code, out, _ = run(capsys, "demo", "--epochs", "1", "--samples", "3", "--out",
+                       str(tmp_path / "d"), "--json")
+    printed = json.loads(out)
+    history = torch.load(tmp_path / "d" / "checkpoint.pt", weights_only=True)["extra"]["history"]
+    assert code == 0 and printed["samples"] == 3 and printed["mismatches"] == 0
+    # the 360-image test split, as training measured it; not the 3 samples' accuracy
+    assert printed["test_float_accuracy"] == history[-1]["test_acc"]
+    assert printed["float_accuracy"] in (0, 1 / 3, 2 / 3, 1)
+    assert printed["test_quantized_accuracy"] == printed["quantized_accuracy"]
+    assert 0 < printed["test_quantized_accuracy"] < 1  # 1 epoch: neither 0 nor perfect
+
+
 def test_export_writes_a_nir_file(capsys, digits_run, tmp_path) -> None:
     dest = tmp_path / "again.nir"
     code, out, _ = run(capsys, "export", str(digits_run / "checkpoint.pt"), "-o", str(dest))

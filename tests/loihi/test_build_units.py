@@ -167,6 +167,57 @@ def test_a_later_bias_copy_starts_late():
         ln.close()
 
 
+def test_a_phase_source_repeats_the_t_phases_in_every_sample_from_its_lag():
+    net = _net(T=3)
+    net.phases = np.array([[1, 0], [0, 1], [1, 0]])  # T = 3 steps, P = 2 phases
+    net.synapses.append(SynapseSpec("r.gate", "phase@2", "r", np.eye(2, dtype=np.int64), 0))
+    ln = build.build_lava(net, np.zeros((2, 3), np.int64))
+    try:
+        phase = ln.bias[-1].data.init  # (P, Lava steps): the sources after the bias ones
+        assert phase.shape == (2, 2 * ln.block_steps)
+        for k in range(2):  # sample k's phases at its block steps 2, 3 and 4
+            at = k * ln.block_steps + 2
+            assert np.flatnonzero(phase[0]).tolist()[2 * k:2 * k + 2] == [at, at + 2]
+            assert np.flatnonzero(phase[1]).tolist()[k] == at + 1
+        assert phase.sum() == 2 * 3
+    finally:
+        ln.close()
+
+
+@pytest.mark.parametrize("kind", ["network", "streams"])
+def test_collected_networks_leave_no_folder_and_no_error(monkeypatch, kind):
+    import gc
+    import sys
+
+    def make():
+        if kind == "network":
+            return build.build_lava(_net(T=2), np.zeros((1, 3), np.int64))
+        return build.build_streams(_block(), {"tokens": np.zeros((2, 3, 1), np.int64),
+                                              "masks": np.ones((2, 3, 1), np.int64)})
+
+    errors = []  # what a failing finalizer reports (Python prints and drops it)
+    monkeypatch.setattr(sys, "unraisablehook", errors.append)
+    closed = make()
+    closed_folder = closed.folder
+    closed.close()  # the folder is gone before the finalizer removes it again
+    forgotten = make()
+    forgotten_folder = forgotten.folder  # never closed: the finalizer removes it
+    del closed, forgotten
+    gc.collect()
+    assert not closed_folder.exists() and not forgotten_folder.exists()
+    assert errors == []
+
+
+def test_recordings_live_in_shared_memory_where_there_is_some():
+    folder = build._recording_folder()
+    try:
+        assert folder.is_dir() and folder.name.startswith("lrfdyn-")
+        assert folder.parent == (Path("/dev/shm") if Path("/dev/shm").is_dir()
+                                 else Path(build.tempfile.gettempdir()))
+    finally:
+        folder.rmdir()
+
+
 def test_neuron_processes(lava_net):
     from lava.proc.lif.process import LIF
     from lava.proc.prodneuron.process import ProdNeuron

@@ -174,6 +174,8 @@ def test_groups_and_relay_params():
     assert not lif.graded and relay.graded and delay.graded
     assert lif.state_bits == 5 * 2 * 24 and relay.state_bits == 5 * 24
     assert delay.state_bits == 120
+    shifter = NeuronGroup("s", 5, RelayParams(2, rectify=True), kind="relay")
+    assert shifter.relay == RelayParams(2, rectify=True) and lif.relay == RelayParams()
 
 
 def _hand_net():
@@ -538,13 +540,14 @@ def test_delayed_convs():
                                kind="relay"),
               "h": NeuronGroup("h", 8, fixed.LifParams(4095, 2048, 1), latency=5)}
     k = np.array([3, -2]).reshape(2, 1, 1, 1)
+    # 2 channels of 1x3 positions (channels != width, so a repeat by the wrong axis shows)
     diag = SynapseSpec("r->h", "r", "h", k, 0,
-                       conv=ConvMap(k.astype(float), (2, 2, 2), groups=2))
+                       conv=ConvMap(k.astype(float), (2, 1, 3), groups=2))
     diag.delay = 3
     L.realize_delays(groups, [diag])
-    # one weight per channel repeated over the 2x2 positions: a diagonal DelaySparse
+    # one weight per channel repeated over its 3 positions: a diagonal DelaySparse
     assert diag.conv is None and diag.delay == 3 and diag.is_sparse
-    assert diag.weights.toarray().diagonal().tolist() == [3, 3, 3, 3, -2, -2, -2, -2]
+    assert diag.weights.toarray().diagonal().tolist() == [3, 3, 3, -2, -2, -2]
     k2 = np.ones((2, 2, 1, 1), np.int64)
     full = SynapseSpec("r->h", "r", "h", k2, 0, conv=ConvMap(k2.astype(float), (2, 2, 2)))
     full.delay = 3
@@ -683,7 +686,7 @@ def test_a_node_feeding_two_groups_becomes_a_relay_by_hand():
     assert set(flat.groups) == {"l1", "l2"}
 
 
-def _graded_graph(w, bias=None, levels=1):
+def _graded_graph(w, bias=None, levels=1, v_th=1.0):
     from lrfdyn.nir_types import graded_node
 
     n_out, n_in = np.asarray(w).shape
@@ -691,7 +694,7 @@ def _graded_graph(w, bias=None, levels=1):
              "a": nir.Affine(weight=np.asarray(w, float), bias=np.asarray(bias, float))
              if bias is not None else nir.Linear(weight=np.asarray(w, float)),
              "g": graded_node((n_out,), rectify=True),
-             "b": nir.Linear(weight=np.eye(n_out)), "l": _lif(n_out),
+             "b": nir.Linear(weight=np.eye(n_out)), "l": _lif(n_out, v_th=v_th),
              "output": nir.Output(output_type={"output": np.array([n_out])})}
     edges = [("input", "a"), ("a", "g"), ("g", "b"), ("b", "l"), ("l", "output")]
     return _graph(nodes, edges, input_levels=levels)
@@ -874,3 +877,104 @@ def test_a_relay_that_shifts_rounds_to_nearest_by_hand():
     assert np.asarray(by["input->l1.in"].weights).ravel().tolist() == [245] * 32
     b = by["l1.in.bias"]
     assert b.src == "bias" and b.weight_exp == 0 and np.asarray(b.weights).ravel().tolist() == [8]
+
+
+def test_a_graded_bias_past_8_bits_is_kept_when_it_is_exact():
+    # [512, 4] = [128, 1] · 2^2: 8-bit mantissas with one shared exponent, exact. In
+    # [513, 4] the odd 513 past 255 needs exponent 2 too, which drops its low bits.
+    # (l's threshold of 100 leaves its weights from g's 513 inside 8 bits)
+    net = lower(_graded_graph([[1, 0], [0, 1]], bias=[512.0, 4.0], v_th=100.0))
+    (b,) = [x for x in net.synapses if x.name == "g.bias"]
+    assert (np.asarray(b.effective()).ravel() * 2 ** b.weight_exp).tolist() == [512, 4]
+    assert b.weight_exp > 0
+    with pytest.raises(LoihiRangeError, match="its bias is not an integer Loihi holds"):
+        lower(_graded_graph([[1, 0], [0, 1]], bias=[513.0, 4.0], v_th=100.0))
+
+
+def test_require_exact_compares_integers_with_the_scaled_floats():
+    from lrfdyn.loihi.layers import MatrixMap
+
+    m = MatrixMap(sp.csr_matrix(np.array([[1.0, 3.0]])), (2,), (1,))
+    twice = SynapseSpec("s", "x", "g", np.array([[2, 6]]), 0)
+    L._require_exact(twice, m, 2.0)  # 2·[1, 3] held exactly
+    with pytest.raises(LoihiRangeError, match="not integers Loihi holds exactly"):
+        L._require_exact(twice, m, 1.0)
+    halved = SynapseSpec("s", "x", "g", np.array([[1, 3]]), 1)  # [1, 3] << 1 = [2, 6]
+    L._require_exact(halved, m, 2.0)
+
+
+def test_phase_at_is_empty_without_phases_and_silent_outside_the_sample():
+    net = _hand_net()
+    assert net.phases is None and net.phase_at(0).shape == (0,)
+    net.phases = np.array([[1, 0], [0, 1]])
+    assert net.phase_at(1).tolist() == [0, 1]
+    assert net.phase_at(2).tolist() == net.phase_at(-1).tolist() == [0, 0]
+
+
+def _block_sum_graph(timesteps=3, block=2):
+    from lrfdyn.nir_types import block_sum_node
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([2])}),
+             "a": nir.Linear(weight=np.eye(2)),
+             "bs": block_sum_node((2,), block=block),
+             "b": nir.Linear(weight=np.eye(2)), "l": _lif(2),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    edges = [("input", "a"), ("a", "bs"), ("bs", "b"), ("b", "l"), ("l", "output")]
+    return _graph(nodes, edges, input_levels=1, timesteps=timesteps)
+
+
+def test_a_block_sum_is_two_exact_groups_that_sum_the_whole_block():
+    from lrfdyn.sim.reference import run_reference
+
+    net = lower(_block_sum_graph(timesteps=3, block=2))
+    phase, total = net.groups["bs.phase"], net.groups["bs"]
+    # phases (j, L) of T = 3 in blocks of 2: (0, 2), (1, 2) and the short last block (0, 1)
+    assert phase.size == 3 * 2 and total.size == 2
+    for g in (phase, total):  # exact: one integer unit per input spike, no shift
+        assert g.kind == "relay" and g.params.exp == 0
+        assert g.float_params == {"scale": 1.0, "pre_scale": 1.0}
+    x = np.array([[[1, 0], [1, 1], [0, 1]], [[0, 1], [0, 0], [1, 1]]])  # (N, T, 2) spikes
+    got = run_reference(net, x, 3)["bs"]
+    # each step sees the count over its whole block: steps 0-1 of block [0, 2), step 2 alone
+    want = np.stack([x[:, :2].sum(1), x[:, :2].sum(1), x[:, 2]], axis=1)
+    np.testing.assert_array_equal(got, want)
+
+
+def _ternary_graph():
+    from lrfdyn.nir_types import ternary_node
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([2])}),
+             "a": nir.Linear(weight=np.array([[1.0, -1.0], [-1.0, 1.0]])),
+             "t": ternary_node(np.full(2, 2e-3), np.full(2, 0.5)),
+             "b": nir.Linear(weight=np.eye(2)), "l": _lif(2),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    edges = [("input", "a"), ("a", "t"), ("t", "b"), ("b", "l"), ("l", "output")]
+    return _graph(nodes, edges, input_levels=1)
+
+
+def test_readers_of_a_ternary_group_take_signed_two_bit_payloads():
+    net = lower(_ternary_graph())
+    assert net.groups["t"].ternary
+    (s,) = [x for x in net.synapses if x.src == "t"]
+    # −1 on a 1-bit (or spike) synapse would arrive as +1: Lava's TernaryLIF sends 2 bits
+    assert s.num_message_bits == 2
+    wide = SynapseSpec("t->l", "t", "l", np.eye(2, dtype=np.int64), 0, num_message_bits=24)
+    L._ternary_payloads(net.groups, [wide])
+    assert wide.num_message_bits == 24  # a reader that already takes more keeps it
+
+
+def test_a_zero_term_does_not_end_the_search_for_the_limiting_weight():
+    # l1 reads the input through all-zero weights (peak 0: skipped) and l0's spikes through
+    # weights of peak 300, which alone limit the target scale: every weight fits 8 bits
+    nodes = {"input": nir.Input(input_type={"input": np.array([2])}),
+             "a": nir.Linear(weight=np.eye(2)), "l0": _lif(2),
+             "z": nir.Linear(weight=np.zeros((2, 2))),
+             "w": nir.Linear(weight=np.array([[300.0, 0.0], [0.0, 150.0]])),
+             "l1": _lif(2), "output": nir.Output(output_type={"output": np.array([2])})}
+    edges = [("input", "a"), ("a", "l0"), ("input", "z"), ("z", "l1"), ("l0", "w"),
+             ("w", "l1"), ("l1", "output")]
+    net = lower(_graph(nodes, edges, input_levels=1))
+    (w,) = [s for s in net.synapses if s.dst == "l1" and s.src == "l0"]
+    # peak 300 at gain 0.5 and θ 1: vth = floor(254/300 / 0.5) = 1, so T = 0.5 and the
+    # weights are 300·0.5 = 150 and 75, which rounds to the even 76
+    assert not w.clipped and np.asarray(w.weights).tolist() == [[150, 0], [0, 76]]

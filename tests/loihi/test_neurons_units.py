@@ -308,3 +308,26 @@ def test_uniform_tolerance_is_relative_to_the_first_value():
     with pytest.raises(UnsupportedNodeError):
         uniform("n", "v_threshold", [1e6, 1e6 + 10.0001])
     assert uniform("n", "v_threshold", [1e6, 1e6 + 9.99]) == 1e6
+
+
+def test_a_ternary_node_is_its_true_lif_marked_ternary():
+    from lrfdyn.nir_types import ternary_node
+
+    node = ternary_node(np.full(2, 2e-3), np.full(2, 0.5))
+    assert np.isnan(node.v_leak).all()  # the carrier is poisoned for readers without the mark
+    d = _lower(node)
+    # the true LIF: τ = 2 ms, r = 1, v_leak = 0, so dt/τ = 0.5 is the gain and the decay;
+    # +θ = 0.5 (−θ is the lower threshold)
+    assert d.ternary and d.v_th == 0.5
+    assert d.gain == pytest.approx(0.5) and d.dv == pytest.approx(0.5)
+    assert d.bias.tolist() == [0.0, 0.0]
+    assert not _lower(_lif()).ternary
+
+
+def test_the_shared_conventions_cannot_be_changed_in_place():
+    import dataclasses
+
+    # every lowering reads the same registry entries: one caller's edit would leak
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CONVENTIONS["snntorch"].reset = "zero"
+    assert CONVENTIONS["snntorch"] == convention("snntorch")

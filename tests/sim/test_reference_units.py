@@ -19,8 +19,8 @@ from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.layers import ConvMap
 from lrfdyn.loihi.lower import InputSpec, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec
-from lrfdyn.sim.reference import SynapseLayer, _payload_bounds, check_samples, readout, \
-    run_reference
+from lrfdyn.sim.reference import SynapseLayer, _payload_bounds, check_samples, int_type, \
+    readout, run_reference, synapse_layers
 
 UV = 1 << 23
 
@@ -174,6 +174,9 @@ def test_batches_and_record():
     x = np.random.default_rng(2).integers(0, 16, (5, 4))
     whole = run_reference(net, x, 6, batch_size=None)
     parts = run_reference(net, x, 6, batch_size=2, record=["b", "r"])
+    exact = run_reference(net, x, 6, batch_size=5)  # one batch of exactly batch_size
+    for g in whole:
+        np.testing.assert_array_equal(exact[g], whole[g])
     assert sorted(parts) == ["b", "r"]
     for g in parts:
         np.testing.assert_array_equal(parts[g], whole[g])
@@ -225,10 +228,11 @@ def _conv_net(weights, payload_levels, x_max):
 
 def test_conv_layer_equals_a_hand_correlation_and_wraps_at_24_bits():
     net = _conv_net([[[[1, -2], [3, 4]]]], 255, 255)
-    x = np.arange(9).reshape(1, 9)
+    x = np.stack([np.arange(9), np.zeros(9, np.int64)])  # two samples, the second silent
     # 2x2 cross-correlation of [[0,1,2],[3,4,5],[6,7,8]] with [[1,-2],[3,4]]
     want = [0 - 2 + 9 + 16, 1 - 4 + 12 + 20, 3 - 8 + 18 + 28, 4 - 10 + 21 + 32]
-    assert run_reference(net, x)["r"][0, 0].tolist() == want
+    got = run_reference(net, x)["r"]
+    assert got[0, 0].tolist() == want and got[1, 0].tolist() == [0] * 4
     big = _conv_net([[[[254, 254], [254, 254]]]], 1 << 23, 1 << 23)
     xb = np.full((1, 9), 1 << 20)
     s = 4 * 254 * (1 << 20)  # 2^30 + ..: wraps to 24 bits
@@ -256,6 +260,8 @@ def test_synapse_layer_bounds():
     empty = SynapseLayer(SynapseSpec("e", "x", "y", sp.csr_matrix((2, 3), dtype=np.int64), 0),
                          3.0, cpu)
     assert empty.reach == 0 and empty(torch.ones((1, 3), dtype=torch.int64)).tolist() == [[0, 0]]
+    zeros = SynapseLayer(SynapseSpec("z", "x", "y", np.zeros((2, 3), np.int64), 0), 3.0, cpu)
+    assert zeros.reach == 0  # an all-zero dense layer delivers nothing either
 
 
 def test_synapse_layer_number_types_at_their_boundaries():
@@ -271,9 +277,13 @@ def test_synapse_layer_number_types_at_their_boundaries():
     assert below.dtype == torch.float32
     at23 = layer(float(1 << 16))  # reach 2^23: wraps; 2^23 - 128: not
     assert at23.wraps and not layer(float((1 << 16) - 1)).wraps
-    at30 = layer(float(1 << 23), exp=0)  # 2^30
-    assert at30.out_dtype == torch.int64 and layer(float((1 << 23) - 1)).out_dtype == \
+    at31 = layer(float(1 << 24), exp=0)  # 128 · 2^24 = 2^31: one past int32
+    assert at31.out_dtype == torch.int64 and layer(float((1 << 24) - 1)).out_dtype == \
         torch.int32
+    # a Dense sum is an integer before its shift: 2^31 >> 3 still needs int64 on the way
+    assert layer(float(1 << 24), exp=-3).out_dtype == torch.int64
+    assert layer(float(1 << 21), exp=3).out_dtype == torch.int64  # 2^28 << 3 = 2^31
+    assert layer(float((1 << 21) - 1), exp=3).out_dtype == torch.int32
     # the exponent scales reach (not wraps/dtype, which see the pre-shift sum)
     shifted = layer(float(1 << 16), exp=-3)
     assert shifted.reach == (1 << 23) / 8 and shifted.wraps
@@ -386,3 +396,113 @@ def test_a_group_summing_past_2_31_accumulates_in_int64():
     got = run_reference(net, x, 2)
     assert got["l"][0, 0, 0] == (253 + 252) * r and got["l"][0, 0, 0] > 1 << 31
     np.testing.assert_array_equal(got["l"], _independent(net, x, 2)["l"])
+
+
+def test_int_type_holds_its_bound_and_no_more():
+    assert int_type(0) == int_type((1 << 31) - 1) == torch.int32  # int32's largest value
+    assert int_type(1 << 31) == int_type(float(1 << 40)) == torch.int64
+
+
+def test_a_dense_sum_past_int32_before_a_right_shift_stays_exact():
+    # 254 · 2 · (2^23 − 1) ≈ 4.3e9 overflows int32 before the >> 3 brings it to 5.3e8;
+    # the reference once converted the sum to int32 first and returned −268,435,456.
+    layer = SynapseLayer(SynapseSpec("d", "x", "y", np.array([[254, 254]]), -3),
+                         float(1 << 23), torch.device("cpu"))
+    v = (1 << 23) - 1
+    assert layer(torch.tensor([[v, v]])).tolist() == [[(254 * 2 * v) >> 3]]
+
+
+def test_a_relay_bound_is_its_inputs_reach_after_its_shift():
+    net = _net(T=5)
+    net.groups["r"].params = RelayParams(3)
+    incoming, bound = synapse_layers(net, torch.device("cpu"))
+    # r reads a (spikes, 1) through a dense 3×3: peak 254 · fan-in 3 = 762, >> 3, and 1 for
+    # the rounding offset
+    assert [layer.spec.name for layer in incoming["r"]] == ["a->r"]
+    assert bound["r"] == 762 / 8 + 1
+    # b reads r with that bound through a sparse matrix: peak 8, at most 2 per row
+    assert incoming["b"][0].spec.name == "r->b" and incoming["b"][0].reach == 8 * 96.25 * 2
+    # spiking and LI groups keep their bounds; a relay fed by a callback keeps 2^23
+    assert bound["a"] == bound["b"] == 1.0 and bound["o"] == float(1 << 23)
+    assert synapse_layers(net, torch.device("cpu"), fed={"r"})[1]["r"] == float(1 << 23)
+
+
+def test_record_may_be_a_generator_when_batched():
+    net = _net(T=3)
+    x = np.random.default_rng(6).integers(0, 16, (5, 4))
+    whole = run_reference(net, x, 5, batch_size=None)
+    parts = run_reference(net, x, 5, batch_size=2, record=(g for g in ("b", "o")))
+    assert sorted(parts) == ["b", "o"]
+    for g in parts:
+        np.testing.assert_array_equal(parts[g], whole[g])
+
+
+def test_a_lead_runs_its_reader_a_pass_behind_and_sees_the_next_step():
+    # a = 3·x(t) (a relay of the per-step input); b reads a with lag −1, so b(t) = a(t + 1),
+    # 0 at the last step (a has no step T); c integrates b and feeds itself (recurrent:
+    # no offset from that edge). b and c run one pass behind a.
+    groups = {
+        "a": NeuronGroup("a", 2, RelayParams(0), latency=1, spiking=False, kind="relay"),
+        "b": NeuronGroup("b", 2, RelayParams(0), latency=2, spiking=False, kind="relay"),
+        "c": _lif("c", 2, du=4095, dv=0, vth=1000, latency=3, spiking=False),
+    }
+    syn = [SynapseSpec("in->a", "input", "a", 3 * np.eye(2, dtype=np.int64), 0,
+                       num_message_bits=24),
+           SynapseSpec("a->b@-1", "a", "b", np.eye(2, dtype=np.int64), 0, lag=-1,
+                       num_message_bits=24),
+           SynapseSpec("b->c", "b", "c", np.eye(2, dtype=np.int64), 0, num_message_bits=24),
+           SynapseSpec("c->c", "c", "c", np.array([[0, 1], [0, 0]]), 0, recurrent=True)]
+    net = LoweredNetwork(InputSpec("input", 2, 15, 4), groups, syn, "c", 1e-3)
+    x = np.array([[[1, 2], [3, 4], [5, 6], [7, 0]]])  # (1, T = 4, 2)
+    got = run_reference(net, x, 4)
+    assert got["a"][0].tolist() == [[3, 6], [9, 12], [15, 18], [21, 0]]
+    assert got["b"][0].tolist() == [[9, 12], [15, 18], [21, 0], [0, 0]]
+    # c: du = 4095 (u = 64·a_in), dv = 0 (v adds u), and c_0 also reads c_1's last v
+    v = [0, 0]
+    for t, (b0, b1) in enumerate(got["b"][0].tolist()):
+        v = [v[0] + 64 * (b0 + (v[1] if t else 0)), v[1] + 64 * b1]
+        assert got["c"][0, t].tolist() == v, t
+
+
+def test_a_ternary_group_sends_at_most_one():
+    net = _net()
+    net.groups["a"].ternary, net.groups["a"].spiking = True, False
+    assert _payload_bounds(net)["a"] == 1.0  # −1, 0 or +1, not the 24-bit range
+
+
+def test_a_diagonal_conv_wraps_its_products_at_24_bits():
+    cpu = torch.device("cpu")
+    k = np.array([3, -1]).reshape(2, 1, 1, 1)
+    c = ConvMap(k.astype(np.float64), (2, 1, 1), groups=2)
+    layer = SynapseLayer(SynapseSpec("d", "x", "y", k, 0, conv=c.with_weight(k)),
+                         float(1 << 23), cpu)
+    assert layer.diagonal is not None and layer.wraps
+    big = (1 << 22) + 5  # 3·big = 3·2^22 + 15 passes 2^23: Lava's Conv wraps it
+    got = layer(torch.tensor([[big, big]])).tolist()
+    assert got == [[3 * big - (1 << 24), -big]]
+
+
+def test_a_product_neuron_multiplies_its_two_inputs():
+    # p = (a_in1 · a_in2) >> 1 with a_in1 = 5·x and a_in2 = 3 (a weight of 3 on the bias)
+    groups = {"p": NeuronGroup("p", 1, RelayParams(1, shifter=True), latency=1,
+                               spiking=False, kind="relay")}
+    syn = [SynapseSpec("in->p", "input", "p", np.array([[5]]), 0, num_message_bits=24),
+           SynapseSpec("p.unit", "bias", "p", sp.csr_matrix(np.array([[3]])), 0,
+                       port="a_in2")]
+    net = LoweredNetwork(InputSpec("input", 1, 15, 2), groups, syn, "p", 1e-3)
+    got = run_reference(net, np.array([[7], [0]]), 2)["p"]
+    assert got[:, :, 0].tolist() == [[(5 * 7 * 3) >> 1] * 2, [0, 0]]
+
+
+def test_a_phase_gates_a_product_neuron_step_by_step():
+    # p = a_in1 · a_in2: a_in1 = 2·x, a_in2 the phase row of the step (weights [1, 0]: p
+    # reads phase 0 only), so p sends 2·x at steps 0 and 2 and nothing at steps 1 and 3
+    groups = {"p": NeuronGroup("p", 1, RelayParams(0, shifter=True), latency=1,
+                               spiking=False, kind="relay")}
+    syn = [SynapseSpec("in->p", "input", "p", np.array([[2]]), 0, num_message_bits=24),
+           SynapseSpec("p.gate", "phase", "p", sp.csr_matrix(np.array([[1, 0]])), 0,
+                       port="a_in2")]
+    net = LoweredNetwork(InputSpec("input", 1, 15, 4), groups, syn, "p", 1e-3)
+    net.phases = np.array([[1, 0], [0, 1], [1, 0], [0, 1]])
+    got = run_reference(net, np.array([[5], [3]]), 4)["p"][:, :, 0]
+    assert got.tolist() == [[10, 0, 10, 0], [6, 0, 6, 0]]

@@ -94,6 +94,22 @@ def test_source_events_of_a_later_bias_copy():
     assert got.shape == (1,) and got.tolist() == [15]
 
 
+def test_source_events_of_a_phase_source_and_of_a_per_step_input():
+    net = _net()
+    net.phases = np.array([[1, 0], [0, 1], [1, 0], [0, 1], [1, 1]])  # 5 phase rows
+    s = SynapseSpec("r.gate", "phase@2", "r", np.ones((3, 2), np.int64), 0)
+    # the first T = 4 rows: phase 0 twice, phase 1 twice; 3 samples
+    assert source_events(net, s, {}, np.zeros((3, 3), np.int64), 4).tolist() == [6, 6]
+    assert source_events(net, s, {}, np.zeros((3, 3), np.int64), 3).tolist() == [6, 3]
+    # (N, T, size): the events of each step, not the first step's times T
+    x = np.zeros((2, 4, 3), np.int64)
+    x[0, 0, 0] = x[0, 3, 0] = x[1, 1, 2] = 7
+    x[1, 3, 1] = 1
+    got = source_events(net, net.synapses[0], {}, x, 4)
+    assert got.tolist() == [2, 1, 1] and got.dtype == np.int64
+    assert source_events(net, net.synapses[0], {}, x, 3).tolist() == [1, 0, 1]
+
+
 def test_count_synops_by_hand():
     net = _net()
     x = np.array([[5, 0, 1], [0, 0, 2]])

@@ -110,7 +110,10 @@ class SynapseLayer:
             # Lava's fixed-point Conv wraps its output to 24 bits and ignores weight_exp.
             y = y.reshape(x.shape[0], -1).to(self.out_dtype)
             return fixed.wrap_signed(y) if self.wraps else y
-        y = (self.weight @ xf.T).T  # a sparse or a dense matrix
+        if self.weight.is_sparse:
+            y = torch.sparse.mm(self.weight, xf.T).T
+        else:  # x @ Wᵀ keeps the batch-major layout every later elementwise step reads
+            y = xf @ self.weight.T
         return fixed.shift(y.to(self.out_dtype), self.spec.weight_exp)
 
 
@@ -176,13 +179,13 @@ def run_reference(
         if s.src in horizon:
             horizon[s.src] = max(horizon[s.src], offset[s.dst] + s.lag + int(s.recurrent))
     # int32 layer outputs are summed in int32 only where the group's total bound fits it.
-    acc = {g: int_type(sum(layer.reach for layer in incoming[g])) for g in net.groups}
+    reach_in = {g: sum(layer.reach for layer in incoming[g]) for g in net.groups}
+    acc = {g: int_type(reach_in[g]) for g in net.groups}
     # A ProdNeuron's second factor: the constant 1 of a shifter, or a block sum's phase.
     factor2 = {g: [SynapseLayer(s, bound[s.src], device) for s in net.incoming(g)
                    if s.port == "a_in2"] for g in net.groups}
     # LIF groups with shift decays run TorchLif (int32 where their input bound allows).
-    kernels = {g: fixed.TorchLif.build(grp.params, grp.spiking,
-                                       sum(layer.reach for layer in incoming[g]), device)
+    kernels = {g: fixed.TorchLif.build(grp.params, grp.spiking, reach_in[g], device)
                for g, grp in net.groups.items()
                if not grp.graded and g not in fed}
     state = {g: fixed.LifState(*(torch.zeros((batch, grp.size), device=device,

@@ -8,11 +8,11 @@ guard, as the *baseline* the ``scale`` benchmark group measures the new torch
 reference (typed layers: convs stay convs) against.
 
 It works on networks from ``lower(graph, shared=False)`` (the first lowering
-reproduced), whose synapses are all Dense/Sparse, whose groups are all LIFs and whose
-only bias source is :data:`~lrfdyn.loihi.lower.BIAS_SOURCE`. It uses
+reproduced), whose synapses are all Dense/Sparse and whose groups are all LIFs; a bias
+source (one per start step) sends a spike at every logical step. It uses
 :func:`lrfdyn.loihi.fixed.accumulate`, :func:`~lrfdyn.loihi.fixed.dense_effective_weights`
 and :func:`~lrfdyn.loihi.fixed.lif_step` on numpy arrays, as it did then. A network it
-cannot run (conv layers, relays, later bias copies) is refused with a clear error
+cannot run (conv layers, relays) is refused with a clear error
 rather than run wrongly.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
+from lrfdyn.loihi.ir import LoweredNetwork, bias_offset
 from lrfdyn.sim.reference import check_samples
 
 
@@ -33,7 +33,7 @@ def check_first_lowering(net: LoweredNetwork) -> None:
     bad = [f"synapse {s.name} is {s.kind}" for s in net.synapses if s.kind == "conv"]
     bad += [f"synapse {s.name} feeds port {s.port}" for s in net.synapses if s.port != "a_in"]
     bad += [f"synapse {s.name} comes from {s.src}" for s in net.synapses
-            if s.src not in net.groups and s.src not in (net.input.name, BIAS_SOURCE)]
+            if s.src not in net.groups and s.src != net.input.name and bias_offset(s.src) is None]
     bad += [f"group {g} is a {grp.kind}" for g, grp in net.groups.items() if grp.kind != "lif"]
     if bad:
         raise ValidationError("not a network of the first lowering (use lower(graph, "
@@ -75,7 +75,7 @@ def run_reference(
         """What ``src`` sent at logical step t (nothing before the sample starts)."""
         if t < 0 or (src == net.input.name and t >= net.input.timesteps):
             return np.zeros((batch, 1), np.int64)
-        if src == BIAS_SOURCE:
+        if bias_offset(src) is not None:
             return np.ones((batch, 1), np.int64)
         if src == net.input.name:
             return x[:, t] if x.ndim == 3 else x
@@ -86,7 +86,7 @@ def run_reference(
         for g, grp in net.groups.items():
             if inputs and g in inputs:
                 # This step's values of the input, the bias and the groups already updated.
-                now = {src: sent(src, t) for src in (net.input.name, BIAS_SOURCE, *done)}
+                now = {src: sent(src, t) for src in (net.input.name, *net.bias_sources, *done)}
                 a_in = inputs[g](now)
             else:
                 a_in = np.zeros((batch, grp.size), np.int64)

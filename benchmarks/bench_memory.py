@@ -11,7 +11,7 @@ reports its own peak RSS (``VmHWM``) so the measurements cannot contaminate each
   8 digits samples of the lowered LRF-Dyn network (8×8 input, N = 16 tokens, T = 4).
   The peak is reset after lowering (Linux ``clear_refs``), so the figure is the peak
   while simulating (the resident network included). SSA cannot be simulated: NIR 1.0
-  has no product node, so its export is refused (DESIGN.md §4). Lava with a d = 512
+  has no product node, so its export is refused (docs/design.md §5). Lava with a d = 512
   transformer is too big for this machine (one OS process per layer, dense synapse
   matrices of tens of millions of entries), so simulation memory is the reference's.
 

@@ -203,9 +203,10 @@ def child_mlp(out_dir: str) -> dict:
     from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer as Source
 
-    from lrfdyn.export.netx import input_synapses, loader_kwargs, write_netx
+    from lrfdyn.loihi.netx import input_synapses, loader_kwargs, write_netx
     from lrfdyn.loihi.build import input_schedule
-    from lrfdyn.loihi.lower import BIAS_SOURCE, lower
+    from lrfdyn.loihi.ir import BIAS_SOURCE
+    from lrfdyn.loihi.lower import lower
     from lrfdyn.pipeline import checkpoint_to_nir
     from lrfdyn.sim.lava_run import run_lava
     from lrfdyn.train.data import load_dataset

@@ -20,7 +20,8 @@ import numpy as np
 from common import Row, digits_test, measure, set_threads, summary, train_small_transformer
 from lrfdyn.export.to_nir import model_to_nir
 from lrfdyn.loihi.build import build_lava
-from lrfdyn.loihi.lower import LoweredNetwork, lower
+from lrfdyn.loihi.ir import LoweredNetwork
+from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.lava_run import run_lava
 from lrfdyn.sim.reference import run_reference
 from lrfdyn.sim.report import first_mismatches

@@ -1,1 +1,1 @@
-"""Checkpoint -> NIR (the contract with the Lava side), and lava-dl netx HDF5."""
+"""Checkpoint -> NIR (the contract with the Lava side), and NIR -> PyTorch (the float model)."""

@@ -38,8 +38,7 @@ import numpy as np
 import torch
 
 from lrfdyn.errors import UnsupportedNodeError
-from lrfdyn.export.to_nir import GraphBuilder, lif_node
-from lrfdyn.export.transformer import ATTENTION_EXPORTS, _conv, linear_bn, qkv_spikes
+from lrfdyn.export.builder import GraphBuilder, conv_node, lif_node, linear_bn, qkv_spikes
 from lrfdyn.nir_types import GRADED, TERNARY, graded_node, mark_extension, ternary_node
 from lrfdyn.train.models.attention import A2OS2A, relu_spike
 from lrfdyn.train.units import DT, tau_to_seconds
@@ -101,16 +100,16 @@ def a2os2a_attention(g: GraphBuilder, name: str, m: A2OS2A, src: str,
     pad = (hgt - 1, wid - 1)
 
     def flat(kind: str, s: str) -> str:
-        g.add(f"{name}.{kind}_flat.in", _conv(onehot, zeros(dn), shape, groups=d), s)
+        g.add(f"{name}.{kind}_flat.in", conv_node(onehot, zeros(dn), shape, groups=d), s)
         return g.add(f"{name}.{kind}_flat", graded_node((dn, 1, 1), rectify=False),
                      f"{name}.{kind}_flat.in")
 
     k_flat = flat("k", k)
     q_copy = np.ones((dn, 1, 1, 1))  # channel c to its N channels (c, ·)
     for part, sign_q in (("a", 1.0), ("b", -1.0)):  # A = relu(q + k), B = relu(k − q)
-        g.add(f"{name}.{part}.q", _conv(sign_q * q_copy, zeros(dn), shape, groups=d), q)
-        g.add(f"{name}.{part}.k", _conv(spread, zeros(dn), (dn, 1, 1), padding=pad,
-                                        groups=dn), k_flat)
+        g.add(f"{name}.{part}.q", conv_node(sign_q * q_copy, zeros(dn), shape, groups=d), q)
+        g.add(f"{name}.{part}.k", conv_node(spread, zeros(dn), (dn, 1, 1), padding=pad,
+                                            groups=dn), k_flat)
         g.add(f"{name}.{part}", graded_node(grid, rectify=True), f"{name}.{part}.q",
               f"{name}.{part}.k")
     # S[(h, m)] = Σ_i (A − B)[(h·dh+i, m)] − Σ_i q[h·dh+i]: per head, one weight per pair.
@@ -118,9 +117,9 @@ def a2os2a_attention(g: GraphBuilder, name: str, m: A2OS2A, src: str,
     rows = np.arange(hn)
     for i in range(dh):
         per_head[rows, i * n_tok + rows % n_tok, 0, 0] = 1.0
-    g.add(f"{name}.s.a", _conv(per_head, zeros(hn), grid, groups=heads), f"{name}.a")
-    g.add(f"{name}.s.b", _conv(-per_head, zeros(hn), grid, groups=heads), f"{name}.b")
-    g.add(f"{name}.s.q", _conv(-np.ones((hn, dh, 1, 1)), zeros(hn), shape, groups=heads), q)
+    g.add(f"{name}.s.a", conv_node(per_head, zeros(hn), grid, groups=heads), f"{name}.a")
+    g.add(f"{name}.s.b", conv_node(-per_head, zeros(hn), grid, groups=heads), f"{name}.b")
+    g.add(f"{name}.s.q", conv_node(-np.ones((hn, dh, 1, 1)), zeros(hn), shape, groups=heads), q)
     scores = g.add(f"{name}.scores", graded_node((hn, hgt, wid), rectify=False),
                    f"{name}.s.a", f"{name}.s.b", f"{name}.s.q")
 
@@ -135,10 +134,10 @@ def a2os2a_attention(g: GraphBuilder, name: str, m: A2OS2A, src: str,
     for i, (s0, r) in enumerate(runs):
         for end, offset, sign in (("up", 1 - s0, 1.0), ("down", 1 - s0 - r, -1.0)):
             p = f"{name}.level.{i}.{end}"
-            g.add(f"{p}.in", _conv(ident, np.full(hn, float(offset)), (hn, hgt, wid),
-                                   groups=hn), scores)
+            g.add(f"{p}.in", conv_node(ident, np.full(hn, float(offset)), (hn, hgt, wid),
+                                       groups=hn), scores)
             g.add(p, graded_node((hn, hgt, wid), rectify=True), f"{p}.in")
-            parts.append(g.add(f"{name}.r.{i}.{end}", _conv(sign * ident, zeros(hn),
+            parts.append(g.add(f"{name}.r.{i}.{end}", conv_node(sign * ident, zeros(hn),
                                                            (hn, hgt, wid), groups=hn), p))
     levels = g.add(f"{name}.levels", graded_node((hn, hgt, wid), rectify=False), *parts)
 
@@ -146,18 +145,16 @@ def a2os2a_attention(g: GraphBuilder, name: str, m: A2OS2A, src: str,
     to_channels = np.zeros((dn, n_tok, 1, 1))  # group h: R's (m) to its (i, m)
     rows = np.arange(dn)
     to_channels[rows, rows % n_tok, 0, 0] = 1.0
-    g.add(f"{name}.gate.r", _conv(to_channels, zeros(dn), (hn, hgt, wid), groups=heads),
+    g.add(f"{name}.gate.r", conv_node(to_channels, zeros(dn), (hn, hgt, wid), groups=heads),
           levels)
     v_flat = flat("v", v)
-    g.add(f"{name}.gate.v", _conv(top * spread, np.full(dn, -float(top)), (dn, 1, 1),
-                                  padding=pad, groups=dn), v_flat)
+    g.add(f"{name}.gate.v", conv_node(top * spread, np.full(dn, -float(top)), (dn, 1, 1),
+                                      padding=pad, groups=dn), v_flat)
     gate = g.add(f"{name}.gate", graded_node(grid, rectify=True), f"{name}.gate.r",
                  f"{name}.gate.v")
-    g.add(f"{name}.rv", _conv(cfg.scale * np.ones((d, n_tok, 1, 1)), zeros(d), grid,
-                              groups=d), gate)
+    g.add(f"{name}.rv", conv_node(cfg.scale * np.ones((d, n_tok, 1, 1)), zeros(d), grid,
+                                  groups=d), gate)
     mark_extension(g.metadata, GRADED)
     mark_extension(g.metadata, TERNARY)
     return g.add(f"{name}.attn_lif", lif_node(m.attn_lif, shape), f"{name}.rv")
 
-
-ATTENTION_EXPORTS["a2os2a"] = a2os2a_attention

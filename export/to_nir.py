@@ -18,46 +18,22 @@ Conventions of the graphs written here (the contract with :mod:`lrfdyn.loihi`):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import nir
 import numpy as np
 from torch import nn
 
-from lrfdyn.errors import UnsupportedNodeError, ValidationError
+from lrfdyn.errors import UnsupportedNodeError
+from lrfdyn.export import transformer  # noqa: F401 - registers the Spikformer's exporter
+from lrfdyn.export.builder import EXPORTERS, GraphBuilder, lif_node, register
 from lrfdyn.io import write_with
 from lrfdyn.train.models.layers import LIF
 from lrfdyn.train.models.mlp import SpikingMLP
-from lrfdyn.train.units import DT, tau_to_seconds
-from lrfdyn.registry import registrar
+from lrfdyn.train.units import DT
 
 #: The input receives 8-bit pixels divided by this, every step (direct encoding).
 INPUT_LEVELS = 255
-
-
-class GraphBuilder:
-    """Collects named NIR nodes and edges; node names are unique and deterministic."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, nir.NIRNode] = {}
-        self.edges: list[tuple[str, str]] = []
-        #: Graph metadata an exporter adds (e.g. the NIR extensions it used).
-        self.metadata: dict[str, object] = {}
-
-    def add(self, name: str, node: nir.NIRNode, *sources: str) -> str:
-        if name in self.nodes:
-            raise ValidationError(f"duplicate NIR node name {name!r}")
-        self.nodes[name] = node
-        self.edges.extend((src, name) for src in sources)
-        return name
-
-
-Exporter = Callable[[GraphBuilder, nn.Module, str, str], str]
-EXPORTERS: dict[type, Exporter] = {}
-
-
-register = registrar(EXPORTERS)
 
 
 def export_module(g: GraphBuilder, module: nn.Module, name: str, src: str) -> str:
@@ -79,18 +55,6 @@ def _linear(g: GraphBuilder, m: nn.Linear, name: str, src: str) -> str:
         return g.add(name, nir.Linear(weight=weight), src)
     bias = m.bias.detach().cpu().numpy().astype(np.float32)
     return g.add(name, nir.Affine(weight=weight, bias=bias), src)
-
-
-def lif_node(m: LIF, shape: tuple[int, ...]) -> nir.LIF:
-    """A Spikformer LIF layer of the given shape as a NIR LIF."""
-    return nir.LIF(
-        # float64: a float32 2e-3 would read back as 2.0000001 steps.
-        tau=np.full(shape, tau_to_seconds(m.p.tau, DT), np.float64),
-        r=np.ones(shape, np.float32),
-        v_leak=np.zeros(shape, np.float32),
-        v_threshold=np.full(shape, m.p.v_th, np.float32),
-        v_reset=np.zeros(shape, np.float32),
-    )
 
 
 @register(LIF)
@@ -134,6 +98,3 @@ def write_nir(graph: nir.NIRGraph, path: str | os.PathLike[str]) -> Path:
     """Write ``graph`` atomically (NIR's writer picks the format from the suffix)."""
     return write_with(path, lambda tmp: nir.write(tmp, graph))
 
-
-# The transformer exporters register themselves into EXPORTERS on import.
-from lrfdyn.export import transformer as _transformer  # noqa: E402,F401

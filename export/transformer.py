@@ -43,14 +43,22 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from lrfdyn.errors import UnsupportedNodeError
-from lrfdyn.export.to_nir import GraphBuilder, lif_node, register
+from lrfdyn.export.a2os2a import a2os2a_attention
+from lrfdyn.export.builder import (
+    GraphBuilder,
+    bn_scale_shift,
+    conv_node,
+    lif_node,
+    linear_bn,
+    qkv_spikes,
+    register,
+)
 from lrfdyn.nir_types import BLOCK_SUM, GRADED, block_sum_extension, block_sum_node, graded_node, \
-    grouped_input_type, mark_extension
+    mark_extension
 from lrfdyn.train.functional import dendrite as dfn
-from lrfdyn.train.models.attention import AND_THRESHOLD, SSA, LinearBN, LRFDyn, LRFSSA, STAtten
+from lrfdyn.train.models.attention import AND_THRESHOLD, SSA, LRFDyn, LRFSSA, STAtten
 from lrfdyn.train.models.spikformer import ConvBN, Spikformer
 
 import nir
@@ -59,43 +67,15 @@ import nir
 PRODUCT_BLOCKS: dict[str, str] = {}
 
 
-def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[np.ndarray, np.ndarray]:
-    """Eval-mode BN as ``y = scale·x + shift`` (float64)."""
-    var = bn.running_var.detach().double()
-    scale = bn.weight.detach().double() / torch.sqrt(var + bn.eps)
-    shift = bn.bias.detach().double() - bn.running_mean.detach().double() * scale
-    return scale.numpy(), shift.numpy()
-
-
-def _conv(weight: np.ndarray, bias: np.ndarray, shape: tuple[int, int, int], *, stride: int = 1,
-          padding: tuple[int, int] = (0, 0), dilation: int = 1, groups: int = 1) -> nir.Conv2d:
-    """A Conv2d node with its groups, as NIR defines them (``weight`` is
-    ``(c_out, c_in // groups, kh, kw)``); see :func:`lrfdyn.nir_types.grouped_input_type`."""
-    node = nir.Conv2d(
-        input_shape=(shape[1], shape[2]), weight=weight.astype(np.float32),
-        stride=(stride, stride), padding=padding, dilation=(dilation, dilation), groups=groups,
-        bias=bias.astype(np.float32),
-    )
-    return grouped_input_type(node)
-
-
 def _out_shape(g: GraphBuilder, name: str) -> tuple[int, ...]:
     return tuple(int(v) for v in next(iter(g.nodes[name].output_type.values())))
 
 
 def conv_bn(g: GraphBuilder, name: str, m: ConvBN, src: str, shape: tuple[int, int, int]) -> str:
-    scale, shift = _bn_scale_shift(m.bn)
+    scale, shift = bn_scale_shift(m.bn)
     w = m.conv.weight.detach().double().numpy() * scale[:, None, None, None]
     pad = m.conv.padding if isinstance(m.conv.padding, tuple) else (m.conv.padding,) * 2
-    return g.add(name, _conv(w, shift, shape, stride=m.conv.stride[0], padding=pad), src)
-
-
-def linear_bn(g: GraphBuilder, name: str, m: LinearBN, src: str,
-              shape: tuple[int, int, int]) -> str:
-    """Per-token ``BN(Linear(x))`` as a 1×1 Conv2d on the (C, H, W) grid."""
-    scale, shift = _bn_scale_shift(m.bn)
-    w = m.linear.weight.detach().double().numpy() * scale[:, None]
-    return g.add(name, _conv(w[:, :, None, None], shift, shape), src)
+    return g.add(name, conv_node(w, shift, shape, stride=m.conv.stride[0], padding=pad), src)
 
 
 def and_gate(g: GraphBuilder, name: str, a: str, b: str, shape: tuple[int, ...]) -> str:
@@ -116,13 +96,6 @@ def token_kernel_2d(kernel: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
             if 0 <= m < n:
                 out[:, 0, (h - 1) - a, (w - 1) - b] = kernel[m]
     return out
-
-
-def qkv_spikes(g: GraphBuilder, name: str, m: nn.Module, kind: str, src: str,
-               shape: tuple[int, int, int]) -> str:
-    """``SN(BN(Linear_kind(x)))`` for kind in q, k, v: the conv and its LIF."""
-    cur = linear_bn(g, f"{name}.{kind}", getattr(m, kind), src, shape)
-    return g.add(f"{name}.{kind}_lif", lif_node(getattr(m, f"{kind}_lif"), shape), cur)
 
 
 def pair_convs(d: int, heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,32 +134,32 @@ def ssa_attention(g: GraphBuilder, name: str, m: SSA | LRFSSA | STAtten, src: st
     first, second, total = pair_convs(d, cfg.heads)
     pair_shape = (pairs, hgt, wid)
     zeros = np.zeros(pairs)
-    g.add(f"{name}.kv.k", _conv(first, zeros, shape, groups=d), k)
-    g.add(f"{name}.kv.v", _conv(second, zeros, shape, groups=cfg.heads), v)
+    g.add(f"{name}.kv.k", conv_node(first, zeros, shape, groups=d), k)
+    g.add(f"{name}.kv.v", conv_node(second, zeros, shape, groups=cfg.heads), v)
     kv = g.add(f"{name}.kv", nir.Threshold(threshold=np.full(pair_shape, AND_THRESHOLD,
                                                              np.float32)),
                f"{name}.kv.k", f"{name}.kv.v")
     ones = np.ones((pairs, 1, hgt, wid))
-    g.add(f"{name}.kv.sum", _conv(ones, zeros, pair_shape, groups=pairs), kv)
+    g.add(f"{name}.kv.sum", conv_node(ones, zeros, pair_shape, groups=pairs), kv)
     count = g.add(f"{name}.kv_count", graded_node((pairs, 1, 1), rectify=False),
                   f"{name}.kv.sum")
     if isinstance(m, STAtten):
         count = g.add(f"{name}.kv_block", block_sum_node((pairs, 1, 1), block=block), count)
         mark_extension(g.metadata, BLOCK_SUM)
     # M back to every token: an H×W kernel over the 1×1 count, padded to the grid.
-    g.add(f"{name}.qm.m", _conv(ones, zeros, (pairs, 1, 1), padding=(hgt - 1, wid - 1),
-                                groups=pairs), count)
-    g.add(f"{name}.qm.q", _conv(cap * first, np.full(pairs, -cap), shape, groups=d), q)
+    g.add(f"{name}.qm.m", conv_node(ones, zeros, (pairs, 1, 1), padding=(hgt - 1, wid - 1),
+                                    groups=pairs), count)
+    g.add(f"{name}.qm.q", conv_node(cap * first, np.full(pairs, -cap), shape, groups=d), q)
     qm = g.add(f"{name}.qm", graded_node(pair_shape, rectify=True),
                f"{name}.qm.m", f"{name}.qm.q")
     lam = float(m.lam.detach()) if isinstance(m, LRFSSA) else 0.0
-    currents = [g.add(f"{name}.qkv", _conv((1.0 - lam) * cfg.scale * total, np.zeros(d),
-                                           pair_shape, groups=cfg.heads), qm)]
+    currents = [g.add(f"{name}.qkv", conv_node((1.0 - lam) * cfg.scale * total, np.zeros(d),
+                                               pair_shape, groups=cfg.heads), qm)]
     if isinstance(m, LRFSSA):
         for i, lrf in enumerate(m.lrf.convs):
             dl = lrf.dilation[0]
             bias = lrf.bias.detach().double().numpy() if lrf.bias is not None else np.zeros(d)
-            currents.append(g.add(f"{name}.lrf.{i}", _conv(
+            currents.append(g.add(f"{name}.lrf.{i}", conv_node(
                 lam * lrf.weight.detach().double().numpy(), lam * bias, shape,
                 padding=(dl, dl), dilation=dl, groups=d), v))
     mark_extension(g.metadata, GRADED)
@@ -213,8 +186,8 @@ def lrf_dyn_attention(g: GraphBuilder, name: str, m: LRFDyn, src: str,
             grid[0] * grid[1],
         ).numpy()
     tau = dfn.tau_from_raw(m.tau_raw.detach().double())
-    conv = _conv(token_kernel_2d(kernel, grid), np.zeros(d), shape,
-                 padding=(grid[0] - 1, grid[1] - 1), groups=d)
+    conv = conv_node(token_kernel_2d(kernel, grid), np.zeros(d), shape,
+                     padding=(grid[0] - 1, grid[1] - 1), groups=d)
     conv.metadata = {
         "lrfdyn": "dendrite", "heads": cfg.heads, "A": p.A.detach().double().numpy(),
         "Gamma": p.gamma.detach().double().numpy(), "C": p.c.detach().double().numpy(),
@@ -226,11 +199,12 @@ def lrf_dyn_attention(g: GraphBuilder, name: str, m: LRFDyn, src: str,
     for i, lrf in enumerate(m.lrf.convs):
         dl = lrf.dilation[0]
         bias = lrf.bias.detach().double().numpy() if lrf.bias is not None else np.zeros(d)
-        branches.append(g.add(f"{name}.lrf.{i}", _conv(
+        branches.append(g.add(f"{name}.lrf.{i}", conv_node(
             lrf.weight.detach().double().numpy(), bias, shape, padding=(dl, dl), dilation=dl,
             groups=d), y))
-    scale, shift = _bn_scale_shift(m.bn)
-    z = g.add(f"{name}.bn", _conv(scale[:, None, None, None], shift, shape, groups=d), *branches)
+    scale, shift = bn_scale_shift(m.bn)
+    z = g.add(f"{name}.bn", conv_node(scale[:, None, None, None], shift, shape, groups=d),
+              *branches)
     s = g.add(f"{name}.attn_lif", lif_node(m.attn_lif, shape), z)
     if cfg.gate == "q":
         s = and_gate(g, f"{name}.gate", s, spikes("q"), shape)
@@ -243,7 +217,8 @@ ATTENTION_EXPORTS = {
     "ssa": ssa_attention,
     "lrf_ssa": ssa_attention,
     "statten": ssa_attention,
-}  # and a2os2a (lrfdyn.export.a2os2a adds itself)
+    "a2os2a": a2os2a_attention,
+}
 
 
 @register(Spikformer)
@@ -335,6 +310,3 @@ def spikformer_config(graph: nir.NIRGraph) -> dict[str, object]:
             cfg.update(attention="statten", statten_block=block_sum_extension(blk))
     return cfg
 
-
-# A²OS²A's exporter adds itself to ATTENTION_EXPORTS on import.
-from lrfdyn.export import a2os2a as _a2os2a  # noqa: E402,F401

@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,14 +38,9 @@ from lava.proc.lif.process import LIF
 
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import DendriticBlock
-from lrfdyn.errors import ValidationError
-from lrfdyn.loihi.lower import (
-    LoweredNetwork,
-    NeuronGroup,
-    SynapseSpec,
-    bias_offset,
-    phase_offset,
-)
+from lrfdyn.errors import UnsupportedNodeError, ValidationError
+from lrfdyn.loihi.ir import (FloatParams, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec,
+                             bias_offset, phase_offset)
 from lrfdyn.loihi.processes.nir_neuron import NirLIF, open_voltage_recording
 from lrfdyn.loihi.processes.recorder import SpikeRecorder, open_recording
 
@@ -136,7 +132,8 @@ def input_schedule(net: LoweredNetwork, x: np.ndarray, drain: int = 0) -> np.nda
     return block.reshape(-1, net.input.size).T.copy()
 
 
-def _recording_folder() -> Path:
+def recording_folder() -> Path:
+    """A fresh folder for the recorders' files, in /dev/shm (memory) where there is one."""
     shm = Path("/dev/shm")
     return Path(tempfile.mkdtemp(prefix="lrfdyn-", dir=shm if shm.is_dir() else None))
 
@@ -148,10 +145,10 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
     block = steps + drain
     total = len(x) * block
     source = Source(data=input_schedule(net, x, drain))
-    # The bias source spikes during each sample (lowering delays it per group) and is
-    # silent while the network drains.
+    # Each bias source spikes for one sample's steps from its start, and is silent
+    # while the network drains.
     sources = {net.input.name: source}
-    for name in net.bias_sources:  # a later copy for groups beyond the longest delay
+    for name in net.bias_sources:  # one per start step: each group's bias begins at its latency
         lag = bias_offset(name)
         on = np.zeros((len(x), block), np.int32)
         on[:, lag:lag + steps] = 1
@@ -163,13 +160,13 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
         on[:, lag:lag + len(pattern)] = pattern
         sources[name] = Source(data=on.reshape(-1, pattern.shape[1]).T.copy())
     bias = [p for n, p in sources.items() if n != net.input.name]
-    folder = _recording_folder()
+    folder = recording_folder()
     lifs = {name: _neuron_process(name, g, folder, total) for name, g in net.groups.items()}
     synapses: dict[str, AbstractProcess] = {}
     for s in net.synapses:
         src_port = sources[s.src].s_out if s.src in sources else lifs[s.src].s_out
-        dst_port = _input_port(lifs[s.dst], s.port)
-        synapses[s.name] = _connect_synapse(s, src_port, dst_port)
+        dst_port = input_port(lifs[s.dst], s.port)
+        synapses[s.name] = connect_synapse(s, src_port, dst_port)
     recorders, recordings = {}, {}
     for i, (name, lif) in enumerate(lifs.items()):
         group = net.groups[name]
@@ -190,51 +187,68 @@ def build_lava(net: LoweredNetwork, x: np.ndarray) -> LavaNetwork:
     return lava_net
 
 
-def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> AbstractProcess:
-    """Lava's LIF, :class:`NirLIF` where a float group resets late or never spikes, or a
-    stock graded neuron for a relay."""
-    if g.graded:
-        from lava.proc.graded.process import GradedReluVec, GradedVec
-        from lava.proc.prodneuron.process import ProdNeuron
+def relay_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> AbstractProcess:
+    """A stock graded neuron: ``GradedReluVec`` (rectified), ``ProdNeuron`` (a shift, or a
+    product with a_in2) or ``GradedVec``."""
+    from lava.proc.graded.process import GradedReluVec, GradedVec
+    from lava.proc.prodneuron.process import ProdNeuron
 
-        p = g.relay
-        if p.rectify:  # sends v·(v > vth): max(v, 0) at vth = 0
-            return GradedReluVec(shape=(g.size,), vth=0, exp=0)
-        # vth = 0: every non-zero value passes (both send v·(|v| > vth)).
-        return ProdNeuron(shape=(g.size,), vth=0, exp=p.exp) if p.prod else \
-            GradedVec(shape=(g.size,), vth=0, exp=0)
-    if getattr(g, "ternary", False):
+    p = g.relay
+    if p.rectify:  # sends v·(v > vth): max(v, 0) at vth = 0
+        return GradedReluVec(shape=(g.size,), vth=0, exp=0)
+    # vth = 0: every non-zero value passes (both send v·(|v| > vth)).
+    return ProdNeuron(shape=(g.size,), vth=0, exp=p.exp) if p.prod else \
+        GradedVec(shape=(g.size,), vth=0, exp=0)
+
+
+def _lif_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> AbstractProcess:
+    """Lava's LIF; its ``TernaryLIF`` for a ternary group; :class:`NirLIF` where a group
+    resets late, never spikes or (float) fires at v >= vth, sends counts or has
+    per-neuron parameters."""
+    bias = dict(bias_mant=np.broadcast_to(g.params.bias_mant, (g.size,)).astype(np.int32),
+                bias_exp=np.broadcast_to(g.params.bias_exp, (g.size,)).astype(np.int32))
+    if g.ternary:
         # Stock: PyTernLifModelFixed runs AbstractPyLifModelFixed's u/v update (as LIF's
         # bit-accurate model does) and sends +1 above vth_hi << 6, −1 below vth_lo << 6.
         from lava.proc.lif.process import TernaryLIF
 
-        return TernaryLIF(
-            shape=(g.size,), du=g.params.du, dv=g.params.dv, vth_hi=g.params.vth,
-            vth_lo=-g.params.vth, name=name,
-            bias_mant=np.broadcast_to(g.params.bias_mant, (g.size,)).astype(np.int32),
-            bias_exp=np.broadcast_to(g.params.bias_exp, (g.size,)).astype(np.int32))
-    common = dict(
-        shape=(g.size,), du=g.params.du, dv=g.params.dv, vth=g.params.vth, name=name,
-        bias_mant=np.broadcast_to(g.params.bias_mant, (g.size,)).astype(np.int32),
-        bias_exp=np.broadcast_to(g.params.bias_exp, (g.size,)).astype(np.int32),
-    )
-    # Float groups that fire at v >= vth, send spike counts or hold per-neuron parameters
-    # (lrfdyn.loihi.float_lower.FloatParams.nir_kwargs) need NirLIF too.
-    extra = getattr(g.params, "nir_kwargs", None) or {}
+        return TernaryLIF(shape=(g.size,), du=g.params.du, dv=g.params.dv,
+                          vth_hi=g.params.vth, vth_lo=-g.params.vth, name=name, **bias)
+    common = dict(shape=(g.size,), du=g.params.du, dv=g.params.dv, vth=g.params.vth,
+                  name=name, **bias)
+    extra = g.params.nir_kwargs if isinstance(g.params, FloatParams) else {}
     if g.reset == "zero" and g.spiking and not extra:
         return LIF(**common)
     record = "" if g.spiking else str(folder / f"{name}.v")
     return NirLIF(reset=g.reset, record=record, steps=steps, **common, **extra)
 
 
-def _input_port(proc: AbstractProcess, port: str):
+#: The Lava process of each group, by the type of its parameters (as nirtorch maps NIR
+#: node types): one entry per kind of neuron the lowering makes.
+NEURON_PROCESSES: dict[type, Callable[[str, NeuronGroup, Path, int], AbstractProcess]] = {
+    RelayParams: relay_process,
+    fixed.LifParams: _lif_process,
+    FloatParams: _lif_process,
+}
+
+
+def _neuron_process(name: str, g: NeuronGroup, folder: Path, steps: int) -> AbstractProcess:
+    """The group's process from :data:`NEURON_PROCESSES`, by exact parameter type."""
+    make = NEURON_PROCESSES.get(type(g.params))
+    if make is None:
+        raise UnsupportedNodeError(f"group {name}: no Lava process for parameters of type "
+                                   f"{type(g.params).__name__}")
+    return make(name, g, folder, steps)
+
+
+def input_port(proc: AbstractProcess, port: str):
     """The port a synapse feeds: ``a_in``, or a ProdNeuron's ``a_in1``/``a_in2``."""
     if port == "a_in" and not hasattr(proc, "a_in"):
         port = "a_in1"
     return getattr(proc, port)
 
 
-def _connect_synapse(s: SynapseSpec, src_port, dst_port) -> AbstractProcess:
+def connect_synapse(s: SynapseSpec, src_port, dst_port) -> AbstractProcess:
     """The synapse process of ``s``, wired from ``src_port`` into ``dst_port``."""
     if s.conv is not None:
         from lrfdyn.loihi.processes.conv import connect_conv, conv_process
@@ -263,7 +277,7 @@ def _synapse_process(s: SynapseSpec) -> AbstractProcess:
     """Dense or Sparse, with a delay variant where lowering padded the path (a conv with a
     delay is refused by lowering)."""
     if s.conv is not None:
-        raise ValidationError(f"synapse {s.name}: a conv layer is built by _connect_synapse")
+        raise ValidationError(f"synapse {s.name}: a conv layer is built by connect_synapse")
     common = dict(weight_exp=s.weight_exp, num_message_bits=s.num_message_bits, name=s.name)
     dtype = _lava_dtype(s.weights)
     if s.is_sparse:
@@ -353,7 +367,7 @@ def build_streams(block: DendriticBlock, data: dict[str, np.ndarray]) -> LavaStr
         src.s_out.connect(conn.s_in)
         conn.a_out.connect(getattr(neurons[la.dst], la.port))
         synapses[la.name] = conn
-    folder = _recording_folder()
+    folder = recording_folder()
     recordings = {}
     for i, (name, proc) in enumerate(neurons.items()):
         path = str(folder / f"stream{i}.int32")

@@ -3,7 +3,7 @@
 Lava runs one OS process per process model, and every time step costs each of them a
 round of messages whatever the group sizes; on a small or medium network that overhead,
 not the arithmetic, sets the speed. :func:`copy_network` turns a
-:class:`~lrfdyn.loihi.lower.LoweredNetwork` into one whose every group holds ``k``
+:class:`~lrfdyn.loihi.ir.LoweredNetwork` into one whose every group holds ``k``
 copies of the original neurons, wired so that copies cannot interact:
 
 * every group's flat layout becomes copy-major, ``(k, *shape)``: neuron ``j`` of copy
@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lrfdyn.errors import ValidationError
-from lrfdyn.loihi.lower import LoweredNetwork, NeuronGroup, SynapseSpec, clock_offset
+from lrfdyn.loihi.ir import LoweredNetwork, NeuronGroup, SynapseSpec, clock_offset
 
 #: Neurons (all copies together) that one Lava network is sized to. On the MNIST-5k LRF-Dyn
 #: model (116k neurons, ~110 Lava processes) a step costs about the same for 1 copy as for
@@ -132,7 +132,7 @@ def copy_network(net: LoweredNetwork, copies: int) -> LoweredNetwork:
     synapses = [_copy_synapse(s, copies, clock_offset(s.src) is not None) for s in net.synapses]
     inp = dataclasses.replace(net.input, size=net.input.size * copies)
     return dataclasses.replace(net, input=inp, groups=groups, synapses=synapses,
-                               metadata={**net.metadata, "copies": copies})
+                               copies=net.copies * copies)
 
 
 def stack_samples(x: np.ndarray, copies: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Dendritic (token-streaming) lowering of LRF-Dyn attention (DESIGN.md §4, ``dendritic``).
+"""Dendritic (token-streaming) lowering of LRF-Dyn attention (docs/design.md §4.2).
 
 The parallel lowering turns the dendritic recurrence into synapses and keeps a
 neuron for every token. This one keeps what the paper promises: per block, the
@@ -52,7 +52,8 @@ import scipy.sparse as sp
 
 from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, bias_offset, quantize_bias
+from lrfdyn.loihi.ir import BIAS_SOURCE, LoweredNetwork, bias_offset
+from lrfdyn.loihi.quantize import quantize_bias
 
 def value_bits(fan_in: int) -> int:
     """Magnitude bits left to graded values (x, y) so that an int32 sum of ``fan_in``
@@ -242,8 +243,8 @@ def _lower_block(graph: nir.NIRGraph, net: LoweredNetwork, dend: str,
         (c_out.ravel() * s_y / s_x, (idx // k, idx)), shape=(d, d * k))))
 
     # --- z = gain·Λ/64 · (scale·(y + Σ LRF(y) + Σ lrf bias) + shift), in parallel-mode units.
-    params = net.groups[out_group].float_params
-    s_z = params["gain"] * params["lambda"] / (1 << fixed.ACT_SHIFT)
+    units = net.groups[out_group].units
+    s_z = units.gain * units.units / (1 << fixed.ACT_SHIFT)
     bn = graph.nodes[bn_name]
     bn_scale = _diag(bn)[:, 0, 0]
     bias = np.asarray(bn.bias, np.float64).copy()

@@ -47,11 +47,19 @@ import scipy.sparse as sp
 
 from lrfdyn.errors import UnsupportedNodeError, ValidationError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi import lower as _lower
 from lrfdyn.loihi.dendritic import (COMPARTMENTS, MASKS, PROD, RELAY_STEPS, TOKENS, Z,
                                     DendriticBlock, source_data)
-from lrfdyn.loihi.lower import (BIAS_SOURCE, GRADED_BITS, LoweredNetwork, NeuronGroup,
-                                RelayParams, SynapseSpec, bias_offset)
+from lrfdyn.loihi.ir import (
+    BIAS_SOURCE,
+    ClockSource,
+    GRADED_BITS,
+    LoweredNetwork,
+    NeuronGroup,
+    RelayParams,
+    SynapseSpec,
+    bias_offset,
+)
+from lrfdyn.loihi.schedule import realize_delays, start_clock_late
 
 #: Stream processes of a block, named ``<block>.stream.<process>`` in the network.
 SER, DESER, DESER_MASK = "ser", "deser", "deser_mask"
@@ -115,9 +123,9 @@ class DendriticNetwork:
         """Lava steps from a sample's first input to the head's last update for it."""
         return (self.timesteps - 1) * self.period + self.groups[self.net.output].latency + 1
 
-    def bias_sources(self) -> list[str]:
-        return sorted({s.src for s in self.synapses if bias_offset(s.src) is not None},
-                      key=bias_offset)
+    def bias_sources(self) -> list[ClockSource]:
+        """The bias sources the synapses read, by start step."""
+        return sorted({s.src for s in self.synapses if bias_offset(s.src) is not None})
 
 
 def _fed_only_by_the_dendrite(net: LoweredNetwork, block: DendriticBlock) -> set[str]:
@@ -185,11 +193,12 @@ def lower_network(net: LoweredNetwork, blocks: list[DendriticBlock], *,
     for s in synapses:
         gap = lat[s.dst] - lat[s.src]
         s.delay = gap - 1 if groups[s.dst].graded else max(0, gap - period)
+        start_clock_late(s)
     for s in synapses:  # Lava's Conv has no delay; these become DelaySparse or relays
         if s.delay <= fixed.MAX_DELAY and not (s.conv is not None and s.delay):
-            s.__post_init__()
+            s.validate()
     before = set(groups)
-    _lower.realize_delays(groups, synapses)
+    realize_delays(groups, synapses)
     repeats = {}
     for s in synapses:
         if s.dst in groups and s.dst not in before:
@@ -355,7 +364,7 @@ def build_dendritic_network(dn: DendriticNetwork, x: np.ndarray, *,
     from lava.proc.prodneuron.process import ProdNeuron
     from lava.proc.sparse.process import DelaySparse
 
-    from lrfdyn.loihi.build import _connect_synapse, _input_port, _recording_folder
+    from lrfdyn.loihi.build import connect_synapse, input_port, recording_folder, relay_process
     from lrfdyn.loihi.processes.clocked import ClockedLIF, PhaseRecorder, open_phase_recording
     from lrfdyn.loihi.processes.compartment import DendriteCompartments
     from lrfdyn.loihi.processes.recorder import SpikeRecorder, open_recording
@@ -365,13 +374,12 @@ def build_dendritic_network(dn: DendriticNetwork, x: np.ndarray, *,
     rows = len(x) * dn.timesteps
     P = dn.period
     sources = {name: RingBuffer(data=data) for name, data in sched.items()}
+    folder = recording_folder()
     neurons: dict[str, Any] = {}
     kinds: dict[str, str] = {}
     for name, g in dn.groups.items():
-        if g.graded:
-            rp = g.relay
-            neurons[name] = ProdNeuron(shape=(g.size,), vth=0, exp=rp.exp) if rp.prod else \
-                GradedVec(shape=(g.size,), vth=0, exp=0)
+        if g.graded:  # the same stock graded neurons as the parallel network's
+            neurons[name] = relay_process(name, g, folder, steps)
         else:
             prm = g.params
             if np.any(prm.bias_mant):
@@ -399,8 +407,8 @@ def build_dendritic_network(dn: DendriticNetwork, x: np.ndarray, *,
 
     synapses: dict[str, Any] = {}
     for s in dn.synapses:
-        synapses[s.name] = _connect_synapse(s, port_of(s.src),
-                                            _input_port(neurons[s.dst], s.port))
+        synapses[s.name] = connect_synapse(s, port_of(s.src),
+                                           input_port(neurons[s.dst], s.port))
     for plan in dn.streams:
         for src, dst, s in stream_synapses(plan, dn.groups[plan.block.u_group].size):
             if getattr(s, "delays", None) is not None:  # the serializer: a delay per token
@@ -409,12 +417,11 @@ def build_dendritic_network(dn: DendriticNetwork, x: np.ndarray, *,
                                    weight_exp=0, num_message_bits=s.num_message_bits,
                                    name=s.name)
                 port_of(src).connect(proc.s_in)
-                proc.a_out.connect(_input_port(neurons[dst], s.port))
+                proc.a_out.connect(input_port(neurons[dst], s.port))
                 synapses[s.name] = proc
             else:
-                synapses[s.name] = _connect_synapse(s, port_of(src),
-                                                    _input_port(neurons[dst], s.port))
-    folder = _recording_folder()
+                synapses[s.name] = connect_synapse(s, port_of(src),
+                                                   input_port(neurons[dst], s.port))
     phase: dict[str, np.memmap] = {}
     full: dict[str, np.memmap] = {}
     recorders = []

@@ -1,6 +1,6 @@
 """Finer integer weights for spike-driven synapses: the quantizer of NIR interop graphs.
 
-The default lowering (:class:`lrfdyn.loihi.lower._Quantizer`) maps a LIF's largest
+The default quantizer (:class:`lrfdyn.loihi.quantize.Quantizer`) maps a LIF's largest
 spike-driven weight to 254, so every weight is rounded to 1/254 of the largest (1/127
 where Lava drops the LSB of a mixed-sign matrix) and the threshold follows. On the
 peers' small graphs that rounding flips spikes, and a voltage readout (LI, CubaLI),
@@ -38,17 +38,9 @@ import scipy.sparse as sp
 
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.layers import ConvMap, LinearMap
-from lrfdyn.loihi.lower import (
-    BIAS_SOURCE,
-    GRADED_MAX,
-    GroupPlan,
-    SynapseSpec,
-    Wiring,
-    _abs_apply,
-    _is_sparse_enough,
-    _max_abs,
-    _Quantizer,
-)
+from lrfdyn.loihi.ir import BIAS_SOURCE, GRADED_MAX, SynapseSpec
+from lrfdyn.loihi.quantize import Quantizer, abs_apply, is_sparse_enough, max_abs
+from lrfdyn.loihi.wiring import GroupPlan, Wiring
 
 #: hi·2^6 + lo with lo in 0..127 (a synapse's mantissas stop at 254, see the module doc).
 HI_SHIFT = 6
@@ -93,8 +85,8 @@ def _geometric(decay: float, steps: int) -> float:
     return float(steps) if keep >= 1.0 else (1.0 - keep**steps) / (1.0 - keep)
 
 
-class FineQuantizer(_Quantizer):
-    """:class:`~lrfdyn.loihi.lower._Quantizer` with split spike-driven weights (module doc).
+class FineQuantizer(Quantizer):
+    """:class:`~lrfdyn.loihi.quantize.Quantizer` with split spike-driven weights (module doc).
 
     ``peaks``: group name -> (max |i|, max |v|) of the float model on the input that will
     run (calibration); groups absent from it are bounded by the worst case.
@@ -108,15 +100,15 @@ class FineQuantizer(_Quantizer):
     def _fine(self, src: str, m: LinearMap) -> bool:
         return not isinstance(m, ConvMap) and not self.graded(src)
 
-    def _target_limit(self, n: str) -> float:
-        coarse = super()._target_limit(n)
+    def target_limit(self, n: str) -> float:
+        coarse = super().target_limit(n)
         p = self.plans[n]
         if (p.kind != "lif" or p.dynamics.memoryless
                 or not any(self._fine(t.source, m) for t, m in p.inputs.terms)):
             return coarse  # a memoryless group's input must stay below 64: no room
         limit = math.inf
         for tap, m in p.inputs.terms:
-            peak = _max_abs(m)
+            peak = max_abs(m)
             if peak == 0:
                 continue
             if self._fine(tap.source, m):
@@ -163,7 +155,7 @@ class FineQuantizer(_Quantizer):
                 src_b = self.bound.get(tap.source) if self.graded(tap.source) else None
                 ones = src_b if src_b is not None else np.ones(m.n_in)
                 if isinstance(m, ConvMap) or self.graded(tap.source):
-                    neg = neg + _abs_apply(m, ones)
+                    neg = neg + abs_apply(m, ones)
                 else:
                     neg = neg + np.asarray(-(m.matrix_.minimum(0)) @ ones).ravel()
             i_neg = float(dyn.gain) * float(np.max(neg, initial=0.0)) * _geometric(dyn.du, steps)
@@ -172,13 +164,13 @@ class FineQuantizer(_Quantizer):
 
     # -- synapses
 
-    def _synapses(self, n: str, e, factor, *, bias_units: float | None) -> None:
+    def quantize_terms(self, n: str, e, factor, *, bias_units: float | None) -> None:
         before = len(self.synapses)
-        super()._synapses(n, e, factor, bias_units=bias_units)
+        super().quantize_terms(n, e, factor, bias_units=bias_units)
         if self.plans[n].kind != "lif" or self.plans[n].dynamics.memoryless:
             return
         made = self.synapses[before:]
-        kept = made[len(e.terms):]  # a relay's bias; a LIF's bias comes in _lif
+        kept = made[len(e.terms):]  # a relay's bias; a LIF's bias comes in quantize_lif
         out: list[SynapseSpec] = []
         for (tap, m), spec in zip(e.terms, made):
             if not self._fine(tap.source, m):
@@ -187,15 +179,15 @@ class FineQuantizer(_Quantizer):
             out += self._split(spec, m.matrix_ * spec.scale)
         self.synapses[before:] = out + kept
 
-    def _lif(self, n: str, p: GroupPlan) -> None:
-        super()._lif(n, p)
+    def quantize_lif(self, n: str, p: GroupPlan) -> None:
+        super().quantize_lif(n, p)
         if p.dynamics.memoryless:
             return
         for k, s in enumerate(self.synapses):
             if s.dst == n and s.src == BIAS_SOURCE and s.name == f"{n}.bias":
                 dyn = p.dynamics
                 bias = p.inputs.bias * dyn.gain + np.broadcast_to(dyn.bias, (p.inputs.size,))
-                lam = self.groups[n].float_params["lambda"]
+                lam = self.groups[n].units.units
                 raw = (bias * lam / (1 << fixed.ACT_SHIFT))[:, None]
                 self.synapses[k:k + 1] = self._split(s, raw)
                 break
@@ -204,7 +196,7 @@ class FineQuantizer(_Quantizer):
         parts, clipped = split_weights(raw)
         out = []
         for j, (mant, exp) in enumerate(parts):
-            if sp.issparse(mant) and not _is_sparse_enough(mant):
+            if sp.issparse(mant) and not is_sparse_enough(mant):
                 mant = mant.toarray()
             out.append(SynapseSpec(
                 name=spec.name if j == 0 else f"{spec.name}#lo", src=spec.src, dst=spec.dst,

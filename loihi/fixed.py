@@ -118,7 +118,7 @@ def wrap_signed(x, bits: int = UV_BITS):
     """Two's-complement wrap to ``bits`` (the fixed-point Conv's output "clamp").
 
     Lava's ``lava.proc.conv.utils.signed_clamp`` wraps rather than saturates, so
-    +2^23 becomes −2^23; DESIGN.md's "clamps" is corrected here.
+    +2^23 becomes −2^23 (docs/design.md §3.3).
     """
     half = 1 << (bits - 1)
     if not (_is_torch(x) and x.dtype == torch.int32):  # int32: the caller bounded |x| < 2^30

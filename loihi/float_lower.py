@@ -1,11 +1,11 @@
 """Lower a NIR graph to a float network for Lava's ``floating_pt`` models.
 
 The wiring, latencies and delays are the integer lowering's own
-(:func:`lrfdyn.loihi.lower.wire` and :func:`~lrfdyn.loihi.lower.assign_latencies`);
+(:func:`lrfdyn.loihi.wiring.wire` and :func:`~lrfdyn.loihi.schedule.assign_latencies`);
 only the numbers differ. Each synapse carries ``gain·W`` in float, so Lava's
 float LIF (``u ← (1 − du)·u + a_in``, ``v ← (1 − dv)·v + u``) steps exactly the
 discrete neuron of :mod:`lrfdyn.loihi.neurons`. The result is a
-:class:`~lrfdyn.loihi.lower.LoweredNetwork` whose groups hold
+:class:`~lrfdyn.loihi.ir.LoweredNetwork` whose groups hold
 :class:`FloatParams`, so :mod:`lrfdyn.loihi.build` builds it unchanged.
 """
 
@@ -20,46 +20,15 @@ import scipy.sparse as sp
 
 from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import (
-    BIAS_SOURCE,
-    SPARSE_BELOW,
-    LoweredNetwork,
-    NeuronGroup,
-    SynapseSpec,
-    assign_latencies,
-    synapse_name,
-    wire,
-)
+from lrfdyn.loihi.ir import (BIAS_SOURCE, SPARSE_BELOW, FloatParams, LoweredNetwork, NeuronGroup,
+                             SynapseSpec)
+from lrfdyn.loihi.quantize import synapse_name
+from lrfdyn.loihi.schedule import assign_latencies
+from lrfdyn.loihi.wiring import wire
 from lrfdyn.loihi.neurons import NIR, Convention
 
 #: Graded float payloads: Lava's float Dense multiplies rather than selects when this is > 0.
 GRADED_BITS = 24
-
-
-@dataclass(frozen=True)
-class FloatParams:
-    """Lava float LIF parameters; field names match :class:`~lrfdyn.loihi.fixed.LifParams`."""
-
-    du: float | np.ndarray
-    dv: float | np.ndarray
-    vth: float | np.ndarray
-    bias_mant: float = 0.0
-    bias_exp: int = 0
-    #: Fires at v >= vth; sends ⌊v/vth⌋ spikes as one payload (Sinabs' MultiSpike).
-    ge: bool = False
-    multi: bool = False
-
-    @property
-    def per_neuron(self) -> bool:
-        return any(np.ndim(v) > 0 for v in (self.du, self.dv, self.vth))
-
-    @property
-    def nir_kwargs(self) -> dict:
-        """What :class:`~lrfdyn.loihi.processes.nir_neuron.NirLIF` needs beyond a stock LIF
-        (empty where Lava's stock LIF runs the group exactly)."""
-        if not (self.ge or self.multi or self.per_neuron):
-            return {}
-        return {"ge": self.ge, "multi": self.multi}
 
 
 @dataclass(eq=False)

@@ -2,7 +2,7 @@
 
 Without the lava-loihi extension, compiling for hardware fails deep inside Lava
 with ``NameError: CLoihiProcessModel`` and leaves half-built processes behind
-(DESIGN.md §6), so lrfdyn checks first and fails in one line.
+(docs/design.md §8), so lrfdyn checks first and fails in one line.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Typed synapse layers: the representation between NIR and Lava (DESIGN.md §7).
+"""Typed synapse layers: the representation between NIR and Lava (docs/design.md §2.2).
 
 A linear NIR node, or a chain of them between two neuron groups, is one of two
 kinds of linear map on C-order flattened arrays:

@@ -11,7 +11,7 @@ NIR defines neurons in continuous time. lrfdyn discretizes every neuron node int
 
 This is Lava's LIF order (``AbstractPyLifModelFloat``): the current is updated
 first and the voltage integrates the new current. The integer lowering
-(:mod:`lrfdyn.loihi.lower`) quantizes it, the float lowering
+(:mod:`lrfdyn.loihi.quantize`) quantizes it, the float lowering
 (:mod:`lrfdyn.loihi.float_lower`) keeps it, and the numpy simulation of the NIR
 graph (:mod:`lrfdyn.sim.nir_sim`) steps it directly.
 

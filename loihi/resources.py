@@ -3,7 +3,7 @@
 The model is stated, not measured: :class:`Loihi2Limits` holds the per-core and
 per-chip limits with their sources (:data:`LIMIT_SOURCES`), :data:`SYSTEMS` the
 multi-chip systems, and :func:`map_to_cores` is a pure function from a
-:class:`~lrfdyn.loihi.lower.LoweredNetwork` to a :class:`ResourceMap`. No Lava
+:class:`~lrfdyn.loihi.ir.LoweredNetwork` to a :class:`ResourceMap`. No Lava
 compiler is run: lava-loihi, which maps processes onto Loihi 2 cores, is not public.
 
 **What is known** (sources in :data:`LIMIT_SOURCES` and :data:`SHARING_SOURCES`):
@@ -67,7 +67,7 @@ import scipy.sparse as sp
 
 from lrfdyn.errors import ResourceError, ValidationError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import LoweredNetwork, NeuronGroup, SynapseSpec
+from lrfdyn.loihi.ir import LoweredNetwork, NeuronGroup, SynapseSpec
 
 _BRIEF = ("Intel Labs, 'Taking Neuromorphic Computing to the Next Level with Loihi 2', "
           "Technology Brief, 2021")
@@ -160,7 +160,7 @@ class System:
     source: str
 
 
-#: Loihi 2 systems, smallest first (DESIGN.md §9).
+#: Loihi 2 systems, smallest first (docs/design.md §6.4).
 SYSTEMS: tuple[System, ...] = (
     System("Oheo Gulch", 1, _KAPOHO),
     System("Kapoho Point", 8, _KAPOHO),
@@ -340,7 +340,7 @@ def layer_bits(net: LoweredNetwork, group: str) -> tuple[int, int, int]:
 
     Synaptic bits are every weight the lowering stores (a conv's kernel once) at 8 bits,
     plus ``16·(delay+1)`` buffer bits per target neuron
-    (:attr:`~lrfdyn.loihi.lower.SynapseSpec.memory_bits`); bits per neuron is the state
+    (:attr:`~lrfdyn.loihi.ir.SynapseSpec.memory_bits`); bits per neuron is the state
     plus the group's average share. The per-core count, with kernel copies, is
     :func:`map_to_cores`'s.
     """

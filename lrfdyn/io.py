@@ -1,4 +1,5 @@
-"""Atomic output: a reader sees the old file or the complete new one, never a torn one.
+"""Atomic output: a reader sees the old file or the complete new one, never a torn one;
+and input arrays read header first (:func:`check_array_file`).
 
 Only regular files are replaced by rename. A symlink is followed, so the file it points
 to is replaced and the link stays a link. A character device or a pipe (``/dev/null``,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import stat
@@ -21,7 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lrfdyn.errors import OutputPathError
+import numpy as np
+
+from lrfdyn.errors import OutputPathError, ValidationError, one_line, show
 
 
 def _os_error(path: Path, exc: OSError) -> OutputPathError:
@@ -121,7 +125,6 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
 
 def write_array(path: str | os.PathLike[str], array: Any) -> Path:
     """``np.save`` to exactly ``path`` (np.save alone would append ``.npy``), atomically."""
-    import numpy as np
 
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -131,7 +134,89 @@ def write_array(path: str | os.PathLike[str], array: Any) -> Path:
 
 
 def read_array(path: str | os.PathLike[str]) -> Any:
-    """A ``.npy`` array, checked header first (:func:`lrfdyn.validate.check_array_file`)."""
-    from lrfdyn.validate import check_array_file
-
+    """A ``.npy`` array, checked header first (:func:`check_array_file`)."""
     return check_array_file(path)
+
+
+# ---------------------------------------------------------------- input arrays
+
+#: Largest input array (values) ``simulate --input`` reads; far beyond any real run,
+#: well below what would exhaust memory.
+MAX_INPUT_VALUES = 2**31
+
+
+def check_array_file(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a ``.npy`` input array, checking its header before any data is loaded.
+
+    Refused by name: a missing, empty or truncated file, pickled objects, structured,
+    string, bytes, datetime or complex dtypes, a zero-length axis, fewer than two axes
+    (``(T, ...)``), a header claiming more than :data:`MAX_INPUT_VALUES` values, and NaN
+    or infinite values. The data are memory-mapped, so the checks cost no copy.
+    """
+    from numpy.lib import format as npformat
+
+    p = Path(path)
+    fix = "write a real-valued (T, ...) or (T, B, ...) array with numpy.save"
+    if not p.exists():
+        raise ValidationError(f"{p}: no such input array file")
+    if not p.is_file():
+        raise ValidationError(f"{p}: not a regular file; {fix}")
+    size = p.stat().st_size
+    if size == 0:
+        raise ValidationError(f"{p}: the input array file is empty; {fix}")
+    try:
+        with open(p, "rb") as f:
+            version = npformat.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = npformat.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = npformat._read_array_header(f, version)  # 2.0, 3.0
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError, TypeError) as exc:
+        raise ValidationError(f"{p}: not a .npy array ({one_line(exc)}); {fix}") from None
+    if dtype.hasobject:
+        raise ValidationError(f"{p}: holds Python objects ({dtype}); lrfdyn never unpickles "
+                              f"input; {fix}")
+    if dtype.names is not None or dtype.subdtype is not None:
+        raise ValidationError(f"{p}: has a structured dtype {show(str(dtype))}; {fix}")
+    if dtype.kind == "c":
+        raise ValidationError(f"{p}: is complex ({dtype}); spiking inputs are real; {fix}")
+    if dtype.kind not in "biuf":
+        raise ValidationError(f"{p}: has dtype {dtype} ({_kind_name(dtype.kind)}), not numbers; "
+                              f"{fix}")
+    if len(shape) < 2:
+        raise ValidationError(f"{p}: has shape {shape}; an input needs a time axis and the "
+                              f"input's values, (T, ...) or (T, B, ...)")
+    if 0 in shape:
+        axis = ("time steps" if shape[0] == 0 else "a batch" if len(shape) > 2 and shape[1] == 0
+                else "values")
+        raise ValidationError(f"{p}: has shape {shape}, with no {axis}; {fix}")
+    count = math.prod(int(s) for s in shape)
+    if count > MAX_INPUT_VALUES:
+        raise ValidationError(f"{p}: its header claims shape {shape} = {count:.3g} values "
+                              f"({count * dtype.itemsize / 2**30:.3g} GiB), over lrfdyn's limit "
+                              f"of {MAX_INPUT_VALUES:.3g}; split the input")
+    if size < offset + count * dtype.itemsize:
+        raise ValidationError(f"{p}: is truncated: its header claims {shape} {dtype}, "
+                              f"{offset + count * dtype.itemsize} bytes, the file has {size}; "
+                              f"{fix}")
+    try:
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValidationError(f"{p}: not a readable .npy array ({one_line(exc)}); {fix}") from None
+    if dtype.kind == "f":
+        flat = arr.reshape(-1)
+        step = 1 << 22
+        for i in range(0, flat.size, step):  # in chunks: no full temporary mask
+            chunk = flat[i : i + step]
+            if not np.isfinite(chunk).all():
+                n_nan = int(np.isnan(chunk).sum())
+                raise ValidationError(
+                    f"{p}: has NaN or infinite values (first chunk with them: {n_nan} NaN); "
+                    "spiking inputs must be finite")
+    return np.array(arr)
+
+
+def _kind_name(kind: str) -> str:
+    return {"U": "strings", "S": "bytes", "M": "datetimes", "m": "timedeltas",
+            "V": "raw bytes", "O": "objects"}.get(kind, kind)

@@ -59,7 +59,7 @@ def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
     if fmt == "nir":
         path = write_nir(graph, out)
     else:
-        from lrfdyn.export.netx import write_netx
+        from lrfdyn.loihi.netx import write_netx
 
         path = write_netx(lower(graph), out)
     return {"path": str(path), "format": fmt, "nodes": len(graph.nodes),

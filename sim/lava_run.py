@@ -5,7 +5,7 @@ a few silent steps after which every neuron and synapse buffer is exactly 0
 again (:func:`lrfdyn.loihi.build.drain_steps`), so each sample sees a fresh
 network without a single ``Var.set``, which Lava 0.10 performs one element at a
 time. Networks that cannot drain (a group with dv = 0) are reset with
-``Var.set`` instead (DESIGN.md §6). The network is stopped on every path,
+``Var.set`` instead (docs/design.md §3.5). The network is stopped on every path,
 including errors and Ctrl-C, and its recording files are removed.
 """
 
@@ -31,7 +31,7 @@ from lrfdyn.errors import LavaRunError
 from lrfdyn.loihi.build import LavaNetwork, build_lava, build_streams, reset_state
 from lrfdyn.loihi.dendritic import DendriticBlock
 from lrfdyn.loihi.processes import cpu_models
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork
+from lrfdyn.loihi.ir import BIAS_SOURCE, LoweredNetwork
 
 
 @dataclass
@@ -95,8 +95,8 @@ def run_lava(
     try:
         for i in range(len(x)):
             t0 = time.perf_counter()
-            _run_steps(runner, steps, cfg, f"{backend} failed on sample {i}",
-                       copies=int(net.metadata.get("copies", 1)))
+            run_steps(runner, steps, cfg, f"{backend} failed on sample {i}",
+                      copies=net.copies)
             elapsed = time.perf_counter() - t0
             if i == 0:
                 compile_s = elapsed
@@ -108,7 +108,7 @@ def run_lava(
             if on_sample is not None:
                 on_sample(i)
     finally:
-        _stop(lava_net.source)
+        stop(lava_net.source)
         lava_net.close()
     return LavaRun(spikes=spikes, compile_s=compile_s, run_s=run_s)
 
@@ -131,8 +131,8 @@ def _run_copies(net: LoweredNetwork, x: np.ndarray, copies: int,
     return run
 
 
-def _run_steps(runner: AbstractProcess, steps: int, cfg: RunConfig, what: str,
-               copies: int = 1) -> None:
+def run_steps(runner: AbstractProcess, steps: int, cfg: RunConfig, what: str,
+              copies: int = 1) -> None:
     """Run ``steps`` Lava steps; the first call compiles and starts the workers.
 
     ``copies``: samples side by side in the network; the watchdog's minimum scales with
@@ -140,7 +140,7 @@ def _run_steps(runner: AbstractProcess, steps: int, cfg: RunConfig, what: str,
 
     Under a watchdog (:func:`_watchdog`): a worker that dies or a run that makes no
     progress ends in :class:`LavaRunError` instead of a hang. A run that does not
-    return normally leaves the runtime unhealthy, and :func:`_stop` then kills it.
+    return normally leaves the runtime unhealthy, and :func:`stop` then kills it.
     """
     guard = _GUARDS.get(id(runner))
     try:
@@ -204,8 +204,8 @@ def run_streams_lava(
     try:
         for b in range(blocks):
             t0 = time.perf_counter()
-            _run_steps(streams.runner, chunk, cfg,
-                       f"Lava failed on {block.name}, sample {b * copies}", copies=copies)
+            run_steps(streams.runner, chunk, cfg,
+                      f"Lava failed on {block.name}, sample {b * copies}", copies=copies)
             elapsed = time.perf_counter() - t0
             if b == 0:
                 compile_s = elapsed
@@ -223,7 +223,7 @@ def run_streams_lava(
             values = {name: split_streams(v, copies, streams_per_sample, samples)
                       for name, v in values.items()}
     finally:
-        _stop(streams.runner)
+        stop(streams.runner)
         streams.close()
     return LavaRun(spikes=values, compile_s=compile_s, run_s=run_s, processes=processes,
                    timed_samples=max(0, samples - copies))
@@ -234,7 +234,7 @@ def _collect(lava_net: LavaNetwork, spikes: dict[str, np.ndarray], i: int) -> No
         spikes[name][i] = lava_net.sample_spikes(name, i)
 
 
-def _stop(runner: AbstractProcess) -> None:
+def stop(runner: AbstractProcess) -> None:
     """Stop the runtime ``runner`` started, if any, on every path.
 
     After a run that returned normally Lava stops its workers itself. After anything
@@ -270,7 +270,7 @@ def _first_line(exc: BaseException) -> str:
 # them: the workers died with a traceback each, and the main process then waited
 # forever in Lava's stop for answers from them. So the workers ignore SIGINT and
 # SIGTERM (and die with the main process); the main process alone handles them, and
-# _stop kills the workers.
+# :func:`stop` kills the workers.
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Seconds a graceful stop may take before the workers are killed.
@@ -293,7 +293,7 @@ class _Stalled(Exception):
 
 @dataclass
 class _Guard:
-    """What the watchdog and :func:`_stop` know about one runner's runtime."""
+    """What the watchdog and :func:`stop` know about one runner's runtime."""
 
     runtime: object = None
     healthy: bool = True

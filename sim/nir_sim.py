@@ -3,7 +3,9 @@
 It walks the graph node by node at every step, with no composition of linear
 nodes, no latencies and no quantization: each linear node applies its own
 matrix, each ``Delay`` keeps a history of its input, and each neuron node steps
-the discrete neuron of :mod:`lrfdyn.loihi.neurons` under the chosen convention.
+the discrete neuron of :mod:`lrfdyn.loihi.neurons` under the chosen convention
+(:class:`NeuronState`, the float step every float executor shares). Linear nodes
+the lowering keeps as relay groups are linear nodes here too.
 A node that reaches itself again while it is being evaluated (a recurrent loop)
 reads its own output of the previous step, which is snnTorch's RLeaky.
 
@@ -13,44 +15,73 @@ agreement with it is what quantization costs.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import nir
 import numpy as np
 
 from lrfdyn.loihi.graph import flatten
 from lrfdyn.loihi.linear import linear_map
-from lrfdyn.loihi.lower import delay_steps, wire
 from lrfdyn.loihi.neurons import NIR, Convention, Dynamics
+from lrfdyn.loihi.wiring import delay_steps, wire
 
 
-class _Neuron:
-    """State of one neuron node: current, voltage and (snnTorch's reset) last spikes."""
+class NeuronState(NamedTuple):
+    """Float state of one neuron node, and its discrete step (:mod:`lrfdyn.loihi.neurons`).
 
-    def __init__(self, dyn: Dynamics, batch: int, size: int) -> None:
-        self.dyn = dyn
-        self.i = np.zeros((batch, size))
-        self.v = np.zeros((batch, size))
-        self.pending = np.zeros((batch, size))
+    With input ``x(t)`` and the node's :class:`~lrfdyn.loihi.neurons.Dynamics` ``d``::
 
-    def step(self, x: np.ndarray) -> np.ndarray:
-        d = self.dyn
-        self.i = (1.0 - d.du) * self.i + d.gain * x
-        self.v = (1.0 - d.dv) * self.v + self.i + d.bias
+        i(t) = (1 − du)·i(t−1) + gain·x(t)
+        v(t) = (1 − dv)·v(t−1) + i(t) + bias
+        s(t) = v(t) > v_th            (≥ under ``spike_ge``; ⌊v/v_th⌋ under ``multi_spike``;
+                                       +1 / −1 / 0 for a ternary node)
+
+    then the reset: ``zero`` sets v to 0 where s ≠ 0, ``subtract`` takes ``v_th·s`` off,
+    and ``subtract_next`` (snnTorch) takes off ``v_th·s(t−1)`` before the threshold
+    test, which is why the last spikes are part of the state. A node without a
+    threshold (LI, I, CubaLI) sends its voltage and never resets. Arrays are
+    (batch, size); every parameter is a scalar or one value per neuron.
+    """
+
+    i: np.ndarray
+    v: np.ndarray
+    #: The previous step's spikes (snnTorch's delayed subtraction), else zeros.
+    pending: np.ndarray
+
+    @classmethod
+    def zeros(cls, batch: int, size: int) -> NeuronState:
+        """The state before the first step: all zero."""
+        return cls(np.zeros((batch, size)), np.zeros((batch, size)), np.zeros((batch, size)))
+
+    def integrate(self, x: np.ndarray, d: Dynamics) -> NeuronState:
+        """``i(t)`` and ``v(t)`` after input ``x``, before any threshold test or reset."""
+        i = (1.0 - d.du) * self.i + d.gain * x
+        return NeuronState(i, (1.0 - d.dv) * self.v + i + d.bias, self.pending)
+
+    def fire(self, d: Dynamics) -> tuple[np.ndarray, NeuronState]:
+        """The output of an integrated state (spikes, or v without a threshold) and the
+        state after the reset."""
         if not d.spiking:
-            return self.v.copy()
-        if d.reset == "subtract_next":
-            self.v = self.v - d.v_th * self.pending
-        s = spikes(self.v, d)
-        if d.reset == "subtract_next":
-            self.pending = s
-        elif d.reset == "subtract":
-            self.v = self.v - d.v_th * s
-        else:
-            self.v = np.where(s > 0, 0.0, self.v)
-        return s
+            return self.v.copy(), self
+        v = self.v - d.v_th * self.pending if d.reset == "subtract_next" else self.v
+        s = spikes(v, d)
+        pending = s if d.reset == "subtract_next" else self.pending
+        if d.reset == "subtract":
+            v = v - d.v_th * s
+        elif d.reset == "zero":
+            v = np.where(s != 0, 0.0, v)
+        return s, NeuronState(self.i, v, pending)
+
+    def step(self, x: np.ndarray, d: Dynamics) -> tuple[np.ndarray, NeuronState]:
+        """One step, ``(x, state, d) -> (out, state)``: :meth:`integrate`, then :meth:`fire`."""
+        return self.integrate(x, d).fire(d)
 
 
 def spikes(v: np.ndarray, d: Dynamics) -> np.ndarray:
-    """Spikes of voltages v (0/1, or counts ⌊v/v_th⌋ under Sinabs' MultiSpike)."""
+    """Spikes of voltages v (0/1, counts ⌊v/v_th⌋ under Sinabs' MultiSpike, or ±1/0 for a
+    ternary node)."""
+    if d.ternary:
+        return (v > d.v_th).astype(np.float64) - (v < -np.asarray(d.v_th)).astype(np.float64)
     if d.multi_spike:
         return np.where(v >= d.v_th, np.floor(v / d.v_th), 0.0)
     return ((v >= d.v_th) if d.spike_ge else (v > d.v_th)).astype(np.float64)
@@ -71,17 +102,22 @@ def simulate_nir(graph: nir.NIRGraph, x: np.ndarray, conv: Convention = NIR,
     x = np.asarray(x, np.float64)
     batch, t_in = x.shape[:2]
     steps = t_in if steps is None else steps
-    # Only the neurons' shapes come from the lowering's walk; nothing else is shared.
+    # Only the neurons' dynamics and shapes come from the lowering's walk. Its other
+    # groups are relays, linear nodes it chose to keep as graded neurons (a pooling
+    # whose composition with the next layer would not stay shared): here they are
+    # linear nodes like any other.
     w = wire(graph, conv, timesteps=t_in)
+    cells = [p for p in w.groups if p.dynamics is not None]
     preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges:
         preds[dst].append(src)
-    shapes = {w.input.name: w.input_shape, **{p.name: p.inputs.shape for p in w.groups}}
-    neurons = {p.name: _Neuron(p.dynamics, batch, p.inputs.bias.size) for p in w.groups}
+    shapes = {w.input.name: w.input_shape, **{p.name: p.inputs.shape for p in cells}}
+    dyns = {p.name: p.dynamics for p in cells}
+    states = {p.name: NeuronState.zeros(batch, p.inputs.bias.size) for p in cells}
     maps = {}
     history: dict[str, list[np.ndarray]] = {}
-    last = {p.name: np.zeros((batch, p.inputs.bias.size)) for p in w.groups}
-    out: dict[str, list[np.ndarray]] = {n: [] for n in neurons}
+    last = {p.name: np.zeros((batch, p.inputs.bias.size)) for p in cells}
+    out: dict[str, list[np.ndarray]] = {n: [] for n in states}
 
     def value(n: str, t: int, busy: set[str], now: dict[str, np.ndarray]) -> np.ndarray:
         if n in now:
@@ -93,8 +129,8 @@ def simulate_nir(graph: nir.NIRGraph, x: np.ndarray, conv: Convention = NIR,
         busy.add(n)
         total = sum(value(p, t, busy, now) for p in preds[n])
         node = graph.nodes[n]
-        if n in neurons:
-            result = neurons[n].step(total)
+        if n in states:
+            result, states[n] = states[n].step(total, dyns[n])
             out[n].append(result)
         elif isinstance(node, nir.Delay):
             history.setdefault(n, []).append(total)
@@ -122,7 +158,7 @@ def simulate_nir(graph: nir.NIRGraph, x: np.ndarray, conv: Convention = NIR,
     for t in range(steps):
         now: dict[str, np.ndarray] = {}
         # Groups in the lowering's order, so that a loop is always entered at its neuron.
-        for n in [p.name for p in w.groups] + list(graph.nodes):
+        for n in [p.name for p in cells] + list(graph.nodes):
             value(n, t, set(), now)
-        last.update({n: now[n] for n in neurons})
+        last.update({n: now[n] for n in states})
     return {n: np.stack(v, axis=1) for n, v in out.items()}

@@ -2,7 +2,7 @@
 
 Counts come from recorded spikes (Lava's CPU backend has no hardware counters),
 in the T input steps of every sample, in logical time: Lava's group ``g`` at
-step ``t + latency(g)`` is the reference's step ``t`` (DESIGN.md §3.5), so the
+step ``t + latency(g)`` is the reference's step ``t`` (docs/design.md §3.5), so the
 Lava run and the integer reference (``fast=True``) give identical counts when
 they are spike-exact.
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from lrfdyn.errors import ValidationError
 from lrfdyn.io import write_json, write_text
-from lrfdyn.loihi.lower import LoweredNetwork, clock_offset
+from lrfdyn.loihi.ir import LoweredNetwork, clock_offset
 from lrfdyn.loihi.resources import ResourceMap, layer_bits, map_to_cores
 from lrfdyn.sim import energy
 from lrfdyn.sim.reference import check_samples, run_reference

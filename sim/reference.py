@@ -1,6 +1,6 @@
 """The integer reference executor: a lowered network run in torch with Loihi arithmetic.
 
-It runs the same typed synapse layers Lava runs (DESIGN.md §7): a conv is a
+It runs the same typed synapse layers Lava runs (docs/design.md §7): a conv is a
 ``conv2d`` with its one kernel, never a matrix per position, so it scales to
 ImageNet-size networks, batched over samples, on CUDA when asked.
 
@@ -16,7 +16,7 @@ same step, as the float model does, except where a synapse carries a lag (a NIR
 Delay, or a group's recurrent edge into itself, which sees the previous step).
 Lava adds one step per synapse; lowering equalized those latencies, so Lava's
 group ``g`` at step ``t + latency(g)`` must equal the reference at step ``t``
-(DESIGN.md §3.5). Samples are independent by construction.
+(docs/design.md §3.5). Samples are independent by construction.
 """
 
 from __future__ import annotations
@@ -30,13 +30,7 @@ import torch.nn.functional as F
 
 from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import (
-    BIAS_SOURCE,
-    LoweredNetwork,
-    SynapseSpec,
-    bias_offset,
-    phase_offset,
-)
+from lrfdyn.loihi.ir import LoweredNetwork, SynapseSpec, bias_offset, phase_offset
 
 #: float64 (float32) holds every integer below this exactly.
 _EXACT = float(1 << 53)
@@ -233,7 +227,7 @@ def run_reference(
             if not offset[g] <= tau < offset[g] + until[g]:
                 continue
             if g in fed:
-                visible = {src: v for src in (net.input.name, BIAS_SOURCE)
+                visible = {src: v for src in (net.input.name, *net.bias_sources)
                            if (v := sent(src, t)) is not None}
                 visible.update({h: v[t] for h, v in sent_at.items() if t in v})
                 a_in = torch.as_tensor(

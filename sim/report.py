@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import LOWERING_VERSION, LoweredNetwork, SynapseSpec, bias_offset, \
-    phase_offset
+from lrfdyn.loihi.ir import LOWERING_VERSION, LoweredNetwork, SynapseSpec, bias_offset, phase_offset
 
 
 @dataclass

@@ -6,7 +6,7 @@ process model inside it) and returns an ordinary report of its samples;
 :func:`merge_reports` / :func:`merge_dendritic` turn those into exactly the report one
 run over all samples gives: counts add, accuracies come from the summed correct
 counts, and the first mismatch is the first one in sample order. Samples are
-independent (DESIGN.md §3.5), so where a sample runs cannot change its spikes.
+independent (docs/design.md §3.5), so where a sample runs cannot change its spikes.
 
 Workers start with the ``forkserver`` method (``spawn`` where that is missing): a worker
 never inherits the parent's threads or torch state, and, being an ordinary
@@ -339,8 +339,20 @@ def merge_reports(reports: Sequence[Any], starts: Sequence[int]) -> Any:
         first_mismatch=mismatch, timings=_merged_timings(reports, starts))
 
 
+#: The parts of the one dendritic network's check of a process, in its order
+#: (:class:`~lrfdyn.sim.dendritic_report.NetworkMismatch` ``part``).
+_NETWORK_PARTS = ("update", "off_phase", "lead", "stream")
+
+
 def merge_dendritic(reports: Sequence[Any], starts: Sequence[int]) -> Any:
-    """One DendriticReport from consecutive shards' reports (see :func:`merge_reports`)."""
+    """One DendriticReport from consecutive shards' reports (see :func:`merge_reports`).
+
+    Exact wherever each sample's values depend on that sample alone, which the check
+    tests: with every value where it belongs this is the single run's report; with a
+    timing error that carries a value into the next sample's window (or a non-zero
+    stream lead, which a shard has where one run has the previous sample's tail) the
+    runs themselves differ, and both report mismatches.
+    """
     first, sizes = reports[0], [r.samples for r in reports]
     blocks = []
     for b, row in enumerate(first.blocks):
@@ -353,8 +365,12 @@ def merge_dendritic(reports: Sequence[Any], starts: Sequence[int]) -> Any:
                 p: sum(x["mismatches_by_process"][p] for x in rows)
                 for p in row["mismatches_by_process"]}
         blocks.append(merged)
-    # First mismatch: (the streams of) the first block, then the first process in the
-    # check's order, then the lowest sample.
+    # First mismatch, where one run's check finds it first. Stream networks: the first
+    # block, then the first process in the check's order, then the lowest sample. The one
+    # network: the first process in the check's order, then the part of its check
+    # (update rows before off-phase values, the lead before the stream steps), then the
+    # lowest sample, or for off-phase values (counted per neuron over the whole run) the
+    # lowest neuron, its count summed over the shards.
     mismatch = None
     names = [row["name"] for row in first.blocks]
     net_procs = list(((first.network or {}).get("mismatches_by_process") or {}))
@@ -367,11 +383,16 @@ def merge_dendritic(reports: Sequence[Any], starts: Sequence[int]) -> Any:
             procs = list(r.blocks[names.index(m.block)].get("mismatches_by_process", {}))
             key = (names.index(m.block), procs.index(m.process) if m.process in procs else 0)
         else:  # the one dendritic network's
-            key = (0, net_procs.index(m.process) if m.process in net_procs else 0)
+            key = (0, net_procs.index(m.process) if m.process in net_procs else 0,
+                   _NETWORK_PARTS.index(m.part), m.neuron if m.part == "off_phase" else 0)
         found.append((key + (s,), s, m))
     if found:
-        _, start, m = min(found, key=lambda f: f[0])
-        mismatch = dataclasses.replace(m, sample=m.sample + start)
+        key, start, m = min(found, key=lambda f: f[0])
+        if getattr(m, "part", None) == "off_phase":  # no sample: the run's count, summed
+            same = [f[2] for f in found if f[0][:-1] == key[:-1]]
+            mismatch = dataclasses.replace(m, lava=sum(f.lava for f in same))
+        else:
+            mismatch = dataclasses.replace(m, sample=m.sample + start)
     total = None if first.mismatches is None else sum(r.mismatches for r in reports)
     network = first.network
     if network is not None:
@@ -454,11 +475,14 @@ def progress_bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[fl
     from rich.text import Text
 
     class Rate(ProgressColumn):
+        # Samples over the whole elapsed time: copies finish samples in bursts of k, and
+        # rich's windowed speed of one burst reads as 10^5 samples/s.
         def render(self, task) -> Text:  # noqa: ANN001  (rich's Task)
-            speed = task.finished_speed or task.speed
-            return Text("… samples/s" if speed is None else f"{speed:.2f} samples/s")
+            elapsed = task.finished_time if task.finished else task.elapsed
+            if not task.completed or not elapsed:
+                return Text("… samples/s")
+            return Text(f"{task.completed / elapsed:.2f} samples/s")
 
-    # A long speed window: copies finish samples in bursts of k.
     bar = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), Rate(),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                    disable=not enabled, speed_estimate_period=300)

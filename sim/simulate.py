@@ -11,9 +11,9 @@ import nir
 import numpy as np
 
 from lrfdyn.errors import NIRFileError
-from lrfdyn.nir_types import with_group_types
-from lrfdyn.validate import check_endpoints, check_graph
-from lrfdyn.loihi.lower import LoweredNetwork, lower
+from lrfdyn.nir_types import check_endpoints, check_graph, with_group_types
+from lrfdyn.loihi.ir import LoweredNetwork
+from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.reference import check_samples, readout, run_reference
 from lrfdyn.sim.report import (
     LayerStats,

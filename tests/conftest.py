@@ -125,14 +125,14 @@ def loud_tiny_spikformer(tmp_path_factory: pytest.TempPathFactory):
     import torch
 
     from lrfdyn.export.to_nir import model_to_nir, write_nir
-    from lrfdyn.sim.memory import _trained_like
+    from lrfdyn.memory_models import trained_like
     from lrfdyn.sim.simulate import read_graph
     from lrfdyn.train.models import build_model
 
     def make(cfg: dict, seed: int, biased: tuple[str, ...]):
         torch.manual_seed(seed)
         model = build_model("spikformer", cfg).eval()
-        _trained_like(model, seed)
+        trained_like(model, seed)
         with torch.no_grad():
             for bn in model.modules():
                 if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
@@ -164,3 +164,47 @@ def reimport_equals_model(model, graph: nir.NIRGraph, x: np.ndarray) -> bool:
 def float_reimport_equal():
     """:func:`reimport_equals_model`, for tests (conftest is not importable by name)."""
     return reimport_equals_model
+
+
+#: The tiny LRF-Dyn Spikformer of the shared fixtures (7×7 tokens, relays in the stream).
+TINY_LRF_DYN = dict(img_size=14, in_channels=1, num_classes=4, dim=6, depth=1, heads=2,
+                    timesteps=2, k_dendrites=3, stem_strides=[1, 2], attention="lrf_dyn",
+                    lrf_dilations=[3, 5])
+
+
+def activate(model, seed: int) -> None:
+    """BN statistics, couplings and Γ as after training, and BN gains large enough that
+    every layer of an untrained model spikes (the tiny fixture's stem stays silent)."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+                bn.running_mean.uniform_(-0.2, 0.2)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.mul_(10.0)
+        for blk in model.blocks:
+            blk.attn.beta_raw.uniform_(-2, 2)
+            blk.attn.gamma.uniform_(0.5, 1.5)
+
+
+@pytest.fixture(scope="session")
+def activate_model():
+    """:func:`activate`, for tests (conftest is not importable by name)."""
+    return activate
+
+
+@pytest.fixture(scope="session")
+def active_lrf_dyn() -> nir.NIRGraph:
+    """The tiny LRF-Dyn Spikformer, :func:`activate`-d, as NIR: every layer spikes and the
+    dendrite couplings are non-zero."""
+    import torch
+
+    from lrfdyn.export.to_nir import model_to_nir
+    from lrfdyn.train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("spikformer", TINY_LRF_DYN).eval()
+    activate(model, 0)
+    return model_to_nir(model, (1, 14, 14), TINY_LRF_DYN["timesteps"])

@@ -38,6 +38,30 @@ TARGETS: dict[str, list[str]] = {
         "tests/loihi/test_layers.py",
         "tests/sim/test_simulate.py::test_synops_equal_a_hand_count",
     ],
+    "loihi/ir.py": [
+        "tests/test_mutants.py",
+        "tests/loihi/test_against_float.py::test_mlp_weights_are_the_float_weights_in_threshold_units[False]",
+        "tests/loihi/test_layers.py",
+        "tests/sim/test_simulate.py::test_synops_equal_a_hand_count",
+    ],
+    "loihi/wiring.py": [
+        "tests/test_mutants.py",
+        "tests/loihi/test_against_float.py::test_mlp_weights_are_the_float_weights_in_threshold_units[False]",
+        "tests/loihi/test_layers.py",
+        "tests/sim/test_simulate.py::test_synops_equal_a_hand_count",
+    ],
+    "loihi/quantize.py": [
+        "tests/test_mutants.py",
+        "tests/loihi/test_against_float.py::test_mlp_weights_are_the_float_weights_in_threshold_units[False]",
+        "tests/loihi/test_layers.py",
+        "tests/sim/test_simulate.py::test_synops_equal_a_hand_count",
+    ],
+    "loihi/schedule.py": [
+        "tests/test_mutants.py",
+        "tests/loihi/test_against_float.py::test_mlp_weights_are_the_float_weights_in_threshold_units[False]",
+        "tests/loihi/test_layers.py",
+        "tests/sim/test_simulate.py::test_synops_equal_a_hand_count",
+    ],
     "loihi/neurons.py": [
         "tests/test_mutants.py::test_norse_cuba_lif_ignores_w_in_and_nir_applies_it",
         "tests/sim/test_nir_sim.py",
@@ -61,16 +85,75 @@ TARGETS: dict[str, list[str]] = {
         "tests/sim/test_simulate.py::test_a_real_disagreement_is_named_by_layer_sample_step_neuron",
         "tests/sim/test_profile.py::test_synops_macs_and_memory_equal_a_hand_count",
     ],
+    "sim/streams.py": [
+        "tests/sim/test_dendritic.py",
+        "tests/sim/test_dendritic_network.py::test_reference_matches_the_hybrid_reference",
+    ],
+    "sim/dendritic_report.py": [
+        "tests/sim/test_shard.py",
+        "tests/sim/test_dendritic.py",
+    ],
+    "sim/dendritic_network.py": [
+        "tests/sim/test_shard.py",
+        "tests/sim/test_dendritic_network.py",
+    ],
+    "sim/dendritic.py": [
+        "tests/sim/test_shard.py",
+        "tests/sim/test_dendritic.py",
+    ],
+    "sim/memory_closed_form.py": [
+        "tests/sim/test_memory.py",
+    ],
+    "sim/memory_measured.py": [
+        "tests/sim/test_memory.py",
+    ],
+    "sim/memory.py": [
+        "tests/sim/test_memory.py",
+    ],
 }
 
 #: module -> its fast, Lava-free unit tests (the default ``--selection unit``): each
 #: mutant runs in seconds. ``--selection broad`` uses :data:`TARGETS` after them.
 UNITS: dict[str, list[str]] = {
     "loihi/lower.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
+    "loihi/ir.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
+    "loihi/wiring.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
+    "loihi/quantize.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
+    "loihi/schedule.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
     "loihi/neurons.py": ["tests/loihi/test_neurons_units.py"],
     "loihi/build.py": ["tests/loihi/test_build_units.py"],
     "sim/reference.py": ["tests/sim/test_reference_units.py", "tests/test_mutants.py"],
     "sim/report.py": ["tests/sim/test_report_units.py", "tests/test_mutants.py"],
+    "sim/streams.py": [
+        "tests/sim/test_dendritic.py::test_z_follows_the_float_model",
+        "tests/sim/test_dendritic.py::test_chained_and_batched_streams_agree_on_every_token",
+        "tests/sim/test_dendritic.py::test_reference_input_hook_reproduces_the_synapses",
+        "tests/sim/test_dendritic.py::test_hybrid_run_records_the_streams",
+        "tests/sim/test_dendritic.py::test_graded_overflow_is_caught_before_lava",
+    ],
+    "sim/dendritic_report.py": [
+        "tests/sim/test_shard.py::test_merging_dendritic_shards_gives_the_single_report",
+        "tests/sim/test_shard.py::test_merging_one_network_shards_gives_the_single_report",
+    ],
+    "sim/dendritic_network.py": [
+        "tests/sim/test_shard.py::test_merging_one_network_shards_gives_the_single_report",
+        "tests/sim/test_dendritic_network.py::test_reference_matches_the_hybrid_reference",
+    ],
+    "sim/dendritic.py": [
+        "tests/sim/test_shard.py::test_merging_dendritic_shards_gives_the_single_report",
+        "tests/sim/test_dendritic.py::test_graph_without_dendrite_is_refused",
+    ],
+    "sim/memory_closed_form.py": [
+        "tests/sim/test_memory.py::test_paper_scale_table",
+        "tests/sim/test_memory.py::test_scale_is_read_from_the_graph",
+    ],
+    "sim/memory_measured.py": [
+        "tests/sim/test_memory.py::test_model_equals_lowered_counts",
+        "tests/sim/test_memory.py::test_model_equals_lowered_counts_at_medium_scale",
+    ],
+    "sim/memory.py": [
+        "tests/sim/test_memory.py::test_profile_memory_cli",
+    ],
 }
 
 

@@ -13,7 +13,9 @@ import pytest
 
 from lrfdyn.errors import LoihiRangeError
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import SynapseSpec, _check_memoryless, lower
+from lrfdyn.loihi.ir import SynapseSpec
+from lrfdyn.loihi.lower import lower
+from lrfdyn.loihi.quantize import _check_memoryless
 from lrfdyn.loihi.neurons import CONVENTIONS, NEURON_LOWERINGS
 from lrfdyn.sim.reference import run_reference
 from lrfdyn.sim.report import first_mismatches
@@ -217,11 +219,10 @@ def test_a_neuron_at_exactly_its_threshold_does_not_spike_by_default() -> None:
     """Mutant (neurons.py): ``spike_ge`` on by default. NIR and Loihi spike at v > θ;
     only conventions that say so (SpikingJelly, Sinabs, Rockpool) spike at v ≥ θ."""
     from lrfdyn.loihi.neurons import Dynamics
-    from lrfdyn.sim.nir_sim import _Neuron
+    from lrfdyn.sim.nir_sim import NeuronState
 
     dyn = Dynamics(gain=1.0, dv=1.0, v_th=1.0)
-    n = _Neuron(dyn, 1, 2)
-    out = n.step(np.array([[1.0, 1.0 + 1e-9]]))
+    out, _ = NeuronState.zeros(1, 2).step(np.array([[1.0, 1.0 + 1e-9]]), dyn)
     assert out.tolist() == [[False, True]] or out.tolist() == [[0.0, 1.0]]
     assert not CONVENTIONS["nir"].spike_ge and CONVENTIONS["spikingjelly"].spike_ge
 

@@ -53,7 +53,7 @@ from lrfdyn.train.models.attention import (
     LRFDyn,
     SpikingAttention,
     STAtten,
-    _split_heads,
+    split_heads,
 )
 
 
@@ -195,12 +195,12 @@ def attention_weights(
         for t0 in range(0, t, cfg.statten_block):
             sl = slice(t0, t0 + cfg.statten_block)
             qb, kb = (z[sl].transpose(0, 1).reshape(b, -1, d) for z in (q, k))
-            blocks.append(_split_heads(qb, h) @ _split_heads(kb, h).transpose(-2, -1))
+            blocks.append(split_heads(qb, h) @ split_heads(kb, h).transpose(-2, -1))
         # A shorter trailing block (T not a multiple of b) has other shapes; it is left out
         # unless it is the only block.
         return torch.stack([x for x in blocks if x.shape == blocks[0].shape]) * cfg.scale, True
     if isinstance(attn, (SSA, LRFSSA)):
-        scores = (_split_heads(state["q"], h) @ _split_heads(state["k"], h).transpose(-2, -1))
+        scores = (split_heads(state["q"], h) @ split_heads(state["k"], h).transpose(-2, -1))
         scores = scores * cfg.scale  # (T, B, h, N, N)
         if isinstance(attn, LRFSSA):
             lam = float(attn.lam)

@@ -19,8 +19,8 @@ from torch import nn
 
 from lrfdyn.errors import CheckpointError, FormatVersionError
 from lrfdyn.io import write_with
+from lrfdyn.train.checks import check_checkpoint_payload
 from lrfdyn.train.models import build_model, model_config
-from lrfdyn.validate import check_checkpoint_payload
 
 FORMAT = "lrfdyn-checkpoint"
 FORMAT_VERSION = 1

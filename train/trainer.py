@@ -1,7 +1,7 @@
 """Surrogate-gradient training with AdamW and a cosine schedule, on one process or under torchrun.
 
 The loss is cross-entropy on the output layer's spike counts over the T steps:
-the same quantity whose argmax is the class on Loihi (DESIGN.md §3.6), so the
+the same quantity whose argmax is the class on Loihi (docs/design.md §3.6), so the
 objective and the deployed readout agree.
 
 Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` set) the trainer runs
@@ -36,7 +36,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +46,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lrfdyn.errors import DataError, ValidationError
+from lrfdyn.errors import MAX_SEED, DataError, ValidationError, check_int, check_real, show
 from lrfdyn.io import write_json
 from lrfdyn.loihi.fixed import WEIGHT_MAX, WEIGHT_MIN
 from lrfdyn.train.checkpoint import load_checkpoint, save_checkpoint
+from lrfdyn.train.checks import check_model_config
 from lrfdyn.train.data import DATASETS, Dataset, load_dataset
 from lrfdyn.train.models import ARCHITECTURES, build_model
 from lrfdyn.train.models.attention import count_parameters
@@ -113,8 +114,6 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """A config from a mapping, every key's type and range checked first (one line
         for the first bad one, before any folder is made)."""
-        from lrfdyn.validate import check_train_config
-
         return cls(**check_train_config(data))
 
 
@@ -324,6 +323,56 @@ def shape_defaults(arch: str, image_shape: tuple[int, int, int], num_classes: in
     names = {f.name for f in dataclasses.fields(ARCHITECTURES[arch][0])} if arch in \
         ARCHITECTURES else set()
     return {k: v for k, v in known.items() if k in names}
+
+
+def check_train_config(data: Any) -> dict[str, Any]:
+    """A training config's values, type by type, before anything is built or written."""
+    where = "training config"
+    if not isinstance(data, Mapping):
+        raise ValidationError(f"a training config must be a mapping, got {type(data).__name__}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    keys = list(data)
+    unknown = sorted((k for k in keys if k not in fields), key=repr)
+    if unknown:
+        raise ValidationError(f"unknown training config keys {show(unknown)}; valid keys are "
+                              f"{sorted(fields)}")
+    d = dict(data)
+    for key in ("data", "arch", "out"):
+        if key in d and (not isinstance(d[key], str) or not d[key]):
+            raise ValidationError(f"{where}: {key} must be a non-empty string, got "
+                                  f"{show(d[key])}")
+    if "data" in d and d["data"] not in KNOWN_INPUTS:
+        raise ValidationError(f"{where}: unknown data set {show(d['data'])}; choose one of "
+                              f"{', '.join(KNOWN_INPUTS)}")
+    if d.get("data_dir") is not None and (not isinstance(d["data_dir"], str)
+                                          or not d["data_dir"]):
+        raise ValidationError(f"{where}: data_dir must be a folder path, got "
+                              f"{show(d['data_dir'])}")
+    for key, low in (("epochs", 0), ("qat_epochs", 0), ("batch_size", 1)):
+        if key in d:
+            check_int(key, d[key], low=low, high=10**6, where=where)
+    for key in ("seed", "split_seed"):
+        if key in d:
+            check_int(key, d[key], low=0, high=MAX_SEED, where=where)
+    if "lr" in d:
+        check_real("lr", d["lr"], positive=True, where=where)
+    if "weight_decay" in d:
+        check_real("weight_decay", d["weight_decay"], nonneg=True, where=where)
+    if "logit_scale" in d:
+        check_real("logit_scale", d["logit_scale"], positive=True, where=where)
+    if "bn_calibration" in d and not isinstance(d["bn_calibration"], bool):
+        raise ValidationError(f"{where}: bn_calibration must be true or false, got "
+                              f"{show(d['bn_calibration'])}")
+    arch = d.get("arch", "mlp")
+    model = d.get("model", {})
+    if not isinstance(model, Mapping):
+        raise ValidationError(f"{where}: model must be a mapping of {arch} config keys, got "
+                              f"{type(model).__name__}")
+    # The data set fills in the input shape before the model's cross-field checks run.
+    shape, classes = KNOWN_INPUTS[d.get("data", "digits")]
+    check_model_config(arch, {**shape_defaults(arch, shape, classes), **model},
+                       where=f"{where} model")
+    return d
 
 
 def _model_input_shape(model: nn.Module, data: str, data_shape: tuple[int, int, int]

@@ -1,6 +1,6 @@
 """A fast CPU model of Lava's own ``Conv`` process, and its wiring between flat neuron groups.
 
-Lava 0.10's ``PyConvModelFixed`` has two problems (DESIGN.md §7):
+Lava 0.10's ``PyConvModelFixed`` has two problems (docs/design.md §7):
 
 * it declares ``groups``, ``kernel_size``, ``stride``, ``padding`` and ``dilation`` as
   int8 Vars, so the builder stores ``groups=192`` as -64 and ``groups=256`` as 0, and the

@@ -20,7 +20,8 @@ import pytest
 
 from lrfdyn.export.from_nir import run_float
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, lower
+from lrfdyn.loihi.ir import bias_offset
+from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.reference import readout, run_reference
 from lrfdyn.train.data import load_dataset
 
@@ -101,7 +102,7 @@ def test_mlp_weights_are_the_float_weights_in_threshold_units(trained, mlp_graph
         src_scale = levels if src == "input" else 1.0
         for s in net.incoming(lif):
             w_int = _dense(s.weights) * 2.0 ** s.weight_exp / vth
-            if s.src == BIAS_SOURCE:
+            if bias_offset(s.src) is not None:
                 # The bias arrives as current (w·2^exp) << 6 in voltage units of vth << 6.
                 want = gain * np.asarray(affine.bias, np.float64)[:, None] / theta
             else:

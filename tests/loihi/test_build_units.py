@@ -14,7 +14,8 @@ import pytest
 import scipy.sparse as sp
 
 from lrfdyn.loihi import build, fixed
-from lrfdyn.loihi.lower import InputSpec, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec
+from lrfdyn.loihi.ir import (BIAS_SOURCE, ClockSource, InputSpec, LoweredNetwork, NeuronGroup,
+                             RelayParams, SynapseSpec)
 
 
 def _by_hand(d: int) -> int | None:
@@ -40,7 +41,7 @@ def _lif(du=4095, dv=2048, vth=10, bias_mant=0, bias_exp=0):
     return fixed.LifParams(du=du, dv=dv, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp)
 
 
-def _net(T=4, delay=3, o_params=None, bias_src="bias") -> LoweredNetwork:
+def _net(T=4, delay=3, o_params=None, bias_src=BIAS_SOURCE) -> LoweredNetwork:
     """input (3, graded) -> a (LIF) -> r (shifter relay, >> 2) -> o (LI readout)."""
     groups = {
         "a": NeuronGroup("a", 2, _lif(bias_mant=np.array([5, -7]), bias_exp=1), latency=1),
@@ -52,7 +53,7 @@ def _net(T=4, delay=3, o_params=None, bias_src="bias") -> LoweredNetwork:
                     num_message_bits=24),
         SynapseSpec("a->r", "a", "r", sp.csr_matrix(np.array([[2, 0], [0, 4]])), 0,
                     delay=delay),
-        SynapseSpec("r.unit", "bias", "r", sp.csr_matrix(np.ones((2, 1), np.int64)), 0,
+        SynapseSpec("r.unit", BIAS_SOURCE, "r", sp.csr_matrix(np.ones((2, 1), np.int64)), 0,
                     port="a_in2"),
         SynapseSpec("r->o", "r", "o", np.array([[2, 0], [0, 4]]), 1, delay=2,
                     num_message_bits=24),
@@ -155,7 +156,7 @@ def test_sources_hold_the_input_and_the_bias_during_each_sample(lava_net):
 
 
 def test_a_later_bias_copy_starts_late():
-    net = _net(T=4, bias_src="bias@5")
+    net = _net(T=4, bias_src=ClockSource("bias", 5))
     ln = build.build_lava(net, np.zeros((1, 3), np.int64))
     try:
         assert len(ln.bias) == 2
@@ -170,7 +171,8 @@ def test_a_later_bias_copy_starts_late():
 def test_a_phase_source_repeats_the_t_phases_in_every_sample_from_its_lag():
     net = _net(T=3)
     net.phases = np.array([[1, 0], [0, 1], [1, 0]])  # T = 3 steps, P = 2 phases
-    net.synapses.append(SynapseSpec("r.gate", "phase@2", "r", np.eye(2, dtype=np.int64), 0))
+    net.synapses.append(SynapseSpec("r.gate", ClockSource("phase", 2), "r",
+                                    np.eye(2, dtype=np.int64), 0))
     ln = build.build_lava(net, np.zeros((2, 3), np.int64))
     try:
         phase = ln.bias[-1].data.init  # (P, Lava steps): the sources after the bias ones
@@ -209,7 +211,7 @@ def test_collected_networks_leave_no_folder_and_no_error(monkeypatch, kind):
 
 
 def test_recordings_live_in_shared_memory_where_there_is_some():
-    folder = build._recording_folder()
+    folder = build.recording_folder()
     try:
         assert folder.is_dir() and folder.name.startswith("lrfdyn-")
         assert folder.parent == (Path("/dev/shm") if Path("/dev/shm").is_dir()
@@ -246,11 +248,11 @@ def test_relays_without_shift_are_graded_vectors():
     sh = NeuronGroup("s", 3, RelayParams(0, shifter=True), spiking=False, kind="relay")
     p2 = build._neuron_process("s", sh, Path("/nonexistent"), 10)
     assert isinstance(p2, ProdNeuron) and p2.exp.init == 0
-    d = NeuronGroup("d", 3, None, spiking=False, kind="delay")  # a delay relay: exp 0
+    d = NeuronGroup("d", 3, RelayParams(), spiking=False, kind="delay")  # a delay relay: exp 0
     assert isinstance(build._neuron_process("d", d, Path("/nonexistent"), 10), GradedVec)
-    assert build._input_port(p2, "a_in") is p2.a_in1
-    assert build._input_port(p2, "a_in2") is p2.a_in2
-    assert build._input_port(proc, "a_in") is proc.a_in
+    assert build.input_port(p2, "a_in") is p2.a_in1
+    assert build.input_port(p2, "a_in2") is p2.a_in2
+    assert build.input_port(proc, "a_in") is proc.a_in
 
 
 def test_a_late_resetting_spiking_group_is_nir_lif():
@@ -296,7 +298,7 @@ def test_float_weights_stay_float_and_a_conv_is_refused_here():
     assert build._lava_dtype(np.array([[1]])) is np.int32
     k = np.ones((1, 1, 1, 1), np.int64)
     conv = SynapseSpec("c", "x", "y", k, 0, conv=ConvMap(k.astype(float), (1, 2, 2)))
-    with pytest.raises(Exception, match="built by _connect_synapse"):
+    with pytest.raises(Exception, match="built by connect_synapse"):
         build._synapse_process(conv)
 
 
@@ -391,7 +393,7 @@ def test_reset_state_zeroes_neurons_and_synapse_buffers_on_a_running_network():
 
     from lrfdyn.loihi.processes import cpu_models
     from lrfdyn.loihi.processes.nir_neuron import NirLIF
-    from lrfdyn.sim.lava_run import _run_steps, _stop
+    from lrfdyn.sim.lava_run import run_steps, stop
 
     groups = {"r": NeuronGroup("r", 2, RelayParams(0), latency=1, spiking=False,
                                kind="relay"),  # first: a relay has no state to reset
@@ -406,7 +408,7 @@ def test_reset_state_zeroes_neurons_and_synapse_buffers_on_a_running_network():
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=cpu_models())
     a, b = ln.lifs["a"], ln.lifs["b"]
     try:
-        _run_steps(ln.source, 4, cfg, "reset test")
+        run_steps(ln.source, 4, cfg, "reset test")
         assert isinstance(b, NirLIF)
         assert np.abs(a.u.get()).sum() > 0 and np.abs(a.v.get()).sum() > 0
         assert np.abs(b.v.get()).sum() > 0
@@ -418,7 +420,7 @@ def test_reset_state_zeroes_neurons_and_synapse_buffers_on_a_running_network():
         for s in ln.synapses.values():
             assert not s.a_buff.get().any()
     finally:
-        _stop(ln.source)
+        stop(ln.source)
         ln.close()
 
 

@@ -105,7 +105,7 @@ def test_copy_count_follows_the_network_size(hand_graph) -> None:
 def test_stream_copies_equal_one_stream_network_per_sample(tiny_lrf_dyn) -> None:
     """Dendritic mode: 3 samples × 2 streams through 2 copies on Lava (the last block's
     second copy empty) equal the reference of each copy's timeline."""
-    from lrfdyn.sim.dendritic import lower_both, run_stream_timelines
+    from lrfdyn.sim.streams import lower_both, run_stream_timelines
     from lrfdyn.sim.lava_run import run_streams_lava
 
     _, graph = tiny_lrf_dyn

@@ -730,7 +730,7 @@ def test_reference_sums_int32_layers_in_int64_where_their_total_could_overflow()
     torch = pytest.importorskip("torch")
     import scipy.sparse as sp
 
-    from lrfdyn.loihi.lower import InputSpec, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec
+    from lrfdyn.loihi.ir import InputSpec, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec
     from lrfdyn.sim.reference import run_reference
 
     big = (1 << 30) - 1  # one layer's worst case stays below 2^30 (int32 output)

@@ -13,7 +13,8 @@ import torch
 
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.layers import ConvMap, compose, conv_groups
-from lrfdyn.loihi.lower import DELAY_RELAY_STEPS, bias_offset, lower
+from lrfdyn.loihi.ir import DELAY_RELAY_STEPS, bias_offset
+from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.reference import run_reference
 
 RNG = np.random.default_rng(0)

@@ -1,6 +1,7 @@
-"""Unit tests of loihi/lower.py: its data types, helpers, wiring, quantization and delays.
+"""Unit tests of the lowering (loihi/ir.py, wiring.py, quantize.py, schedule.py, lower.py):
+its data types, helpers, wiring, quantization and delays.
 
-Expected integers are worked out by hand from the rules in lower.py's docstrings (the
+Expected integers are worked out by hand from the rules in those modules' docstrings (the
 working is in the comments): never by calling the function under test for the answer.
 No Lava.
 """
@@ -17,17 +18,25 @@ from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError, ValidationError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.layers import ConvMap
 from lrfdyn.loihi.linear import Tap
+from lrfdyn.loihi import ir, quantize, schedule, wiring
 from lrfdyn.loihi import lower as L
-from lrfdyn.loihi.lower import (
+from lrfdyn.loihi.ir import (
+    BIAS_SOURCE,
+    PHASE_SOURCE,
+    ClockSource,
     InputSpec,
     LoweredNetwork,
     NeuronGroup,
     RelayParams,
     SynapseSpec,
+    Units,
+    GroupKind,
     bias_offset,
-    lower,
-    wire,
+    clock_offset,
+    phase_offset,
 )
+from lrfdyn.loihi.lower import lower
+from lrfdyn.loihi.wiring import wire
 
 
 def _lif(n, tau=2e-3, v_th=1.0, r=1.0):
@@ -61,63 +70,73 @@ def _mlp(w1, w2=None, levels=255, b1=None, tau=2e-3):
 # ---------------------------------------------------------------- small helpers
 
 
-def test_bias_offset():
-    assert bias_offset("bias") == 0
-    assert bias_offset("bias@64") == 64 and bias_offset("bias@0") == 0
-    for name in ("bias@", "bias@x", "bias@-1", "biases@3", "l1", "l1@64", "xbias"):
-        assert bias_offset(name) is None, name
+def test_clock_sources_are_typed_and_no_name_is_one():
+    assert bias_offset(BIAS_SOURCE) == 0 and phase_offset(PHASE_SOURCE) == 0
+    assert bias_offset(ClockSource("bias", 64)) == 64 and phase_offset(ClockSource("bias", 3)) is None
+    assert clock_offset(ClockSource("phase", 5)) == 5 and bias_offset(ClockSource("phase", 5)) is None
+    # identity is the type: a node called "bias" (or "bias@64") is a group, not a source
+    for name in ("bias", "bias@64", "phase", "l1", "input"):
+        assert bias_offset(name) is None and clock_offset(name) is None, name
+    assert ClockSource("bias", 2).later(3) == ClockSource("bias", 5)
+    assert str(BIAS_SOURCE) == "bias" and str(ClockSource("phase", 7)) == "phase@7"
+    assert sorted([ClockSource("bias", 9), BIAS_SOURCE, ClockSource("bias", 1)]) == \
+        [BIAS_SOURCE, ClockSource("bias", 1), ClockSource("bias", 9)]
+    for kind, start in (("clock", 0), ("bias", -1), ("bias", 1.5), ("bias", True)):
+        with pytest.raises(ValidationError, match="clock source"):
+            ClockSource(kind, start)
 
 
 @pytest.mark.parametrize("levels,bits", [(1, 0), (2, 2), (3, 2), (4, 3), (255, 8), (256, 9),
                                          (0, 1)])
 def test_message_bits(levels, bits):
     # ceil(log2(levels + 1)): 255 levels + zero need 8 bits; binary spikes need none
-    assert L._message_bits(levels) == bits
+    assert ir.message_bits(levels) == bits
     assert InputSpec("i", 3, levels, 2).num_message_bits == bits
 
 
 def test_constants():
-    assert L.GRADED_MAX == (1 << 23) - 1 and L.CURRENT_MAX == (1 << 17) - 1
-    assert L.DELAY_RELAY_STEPS == 64 and L.BIAS_SOURCE == "bias" and L.SPARSE_BELOW == 0.25
+    assert ir.GRADED_MAX == (1 << 23) - 1 and ir.CURRENT_MAX == (1 << 17) - 1
+    assert ir.DELAY_RELAY_STEPS == 64 and ir.SPARSE_BELOW == 0.25
+    assert ir.BIAS_SOURCE == ClockSource("bias", 0)
     # recorded in reports and netx files: a change of the lowering must bump it on purpose
-    assert L.LOWERING_VERSION == 3
+    assert ir.LOWERING_VERSION == 3
 
 
 def test_current_decay12():
     # du decays u by (4096 − (du + 1))/4096: a fraction f maps to round(4096·f) − 1
-    assert L._current_decay12(1.0) == 4095
-    assert L._current_decay12(0.5) == 2047
-    assert L._current_decay12(0.25) == 1023
-    assert L._current_decay12(0.0) == 0  # −1 clipped
-    assert L._current_decay12(1.5) == 4095  # clipped to 12 bits
+    assert quantize._current_decay12(1.0) == 4095
+    assert quantize._current_decay12(0.5) == 2047
+    assert quantize._current_decay12(0.25) == 1023
+    assert quantize._current_decay12(0.0) == 0  # −1 clipped
+    assert quantize._current_decay12(1.5) == 4095  # clipped to 12 bits
 
 
 def test_synapse_name_and_sparsity_threshold():
-    assert L.synapse_name(Tap("a"), "b") == "a->b"
-    assert L.synapse_name(Tap("a", 3), "b") == "a->b@3"
+    assert quantize.synapse_name(Tap("a"), "b") == "a->b"
+    assert quantize.synapse_name(Tap("a", 3), "b") == "a->b@3"
     four = sp.csr_matrix(np.eye(4))  # 4 of 16 = 0.25: not below
-    assert not L._is_sparse_enough(four)
+    assert not quantize.is_sparse_enough(four)
     three = sp.csr_matrix(np.diag([1.0, 1.0, 1.0, 0.0]))
-    assert L._is_sparse_enough(three)
+    assert quantize.is_sparse_enough(three)
 
 
 def test_quantize_bias():
-    q = L.quantize_bias(np.array([254.0, -3.0]))
+    q = quantize.quantize_bias(np.array([254.0, -3.0]))
     assert q.exp == 0 and q.mant.ravel().tolist() == [254, -4]  # even mantissas
-    q = L.quantize_bias(np.array([255.0]))  # 255/254 > 1: one shift
+    q = quantize.quantize_bias(np.array([255.0]))  # 255/254 > 1: one shift
     assert q.exp == 1 and q.mant.ravel().tolist() == [128]
-    q = L.quantize_bias(np.array([1000.0, 10.0]))  # 1000/254 = 3.9: exp 2, 250 and 2.5 -> 2
+    q = quantize.quantize_bias(np.array([1000.0, 10.0]))  # 1000/254 = 3.9: exp 2, 250 and 2.5 -> 2
     assert q.exp == 2 and q.mant.shape == (2, 1) and q.mant.ravel().tolist() == [250, 2]
-    q = L.quantize_bias(np.zeros(3))
+    q = quantize.quantize_bias(np.zeros(3))
     assert q.exp == 0 and not q.mant.any()
-    q = L.quantize_bias(np.array([-2000.0]))
+    q = quantize.quantize_bias(np.array([-2000.0]))
     assert q.exp == 3 and q.mant.ravel().tolist() == [-250]
 
 
 def test_bias_synapse_is_in_input_units():
     # voltage 64·100 per step = an input current of 100 (u holds a_in << 6)
-    s = L._bias_synapse("g", np.array([6400.0, -640.0]))
-    assert (s.name, s.src, s.dst, s.weight_exp, s.scale) == ("g.bias", "bias", "g", 0, 1.0)
+    s = quantize._bias_synapse("g", np.array([6400.0, -640.0]))
+    assert (s.name, s.src, s.dst, s.weight_exp, s.scale) == ("g.bias", BIAS_SOURCE, "g", 0, 1.0)
     assert s.weights.ravel().tolist() == [100, -10]
 
 
@@ -183,9 +202,9 @@ def _hand_net():
               "b": NeuronGroup("b", 1, RelayParams(3), latency=2, kind="relay")}
     syn = [SynapseSpec("i->a", "i", "a", np.array([[2, 0], [4, 6]]), -1, clipped=1,
                        scale=0.5),
-           SynapseSpec("a.bias", "bias@128", "a", np.array([[2], [0]]), 0),
-           SynapseSpec("x.bias", "bias@64", "b", np.array([[2]]), 0),
-           SynapseSpec("b.bias", "bias", "b", np.array([[2]]), 0),
+           SynapseSpec("a.bias", ClockSource("bias", 128), "a", np.array([[2], [0]]), 0),
+           SynapseSpec("x.bias", ClockSource("bias", 64), "b", np.array([[2]]), 0),
+           SynapseSpec("b.bias", BIAS_SOURCE, "b", np.array([[2]]), 0),
            SynapseSpec("a->b", "a", "b", sp.csr_matrix(np.array([[0, -4]])), 0, delay=1)]
     return LoweredNetwork(InputSpec("i", 2, 3, 5), groups, syn, "b", 1e-3)
 
@@ -194,7 +213,7 @@ def test_lowered_network_views():
     net = _hand_net()
     assert net.latency == 2 and net.steps_per_sample() == 7 and net.has_bias
     assert [s.name for s in net.incoming("b")] == ["x.bias", "b.bias", "a->b"]
-    assert net.bias_sources == ["bias", "bias@64", "bias@128"]
+    assert net.bias_sources == [BIAS_SOURCE, ClockSource("bias", 64), ClockSource("bias", 128)]
     net.synapses = [s for s in net.synapses if bias_offset(s.src) is None]
     assert not net.has_bias and net.bias_sources == []
 
@@ -215,11 +234,12 @@ def test_quantization_report_rows():
 
 
 def test_roles_and_supported_types():
-    assert L._role(nir.Input(input_type={"input": np.array([2])})) == "input"
-    assert L._role(nir.Output(output_type={"output": np.array([2])})) == "output"
-    assert L._role(nir.Delay(delay=np.ones(2))) == "delay"
-    assert L._role(_lif(2)) == "neuron" and L._role(nir.Linear(weight=np.eye(2))) == "linear"
-    kinds = L.supported_types()
+    assert wiring._role(nir.Input(input_type={"input": np.array([2])})) == "input"
+    assert wiring._role(nir.Output(output_type={"output": np.array([2])})) == "output"
+    assert wiring._role(nir.Delay(delay=np.ones(2))) == "delay"
+    assert wiring._role(_lif(2)) == "neuron"
+    assert wiring._role(nir.Linear(weight=np.eye(2))) == "linear"
+    kinds = wiring.supported_types()
     assert kinds == sorted(kinds) and {"LIF", "Input", "Output", "Delay", "Linear"} <= set(kinds)
 
 
@@ -229,7 +249,7 @@ def test_unsupported_and_malformed_graphs():
 
     g = _mlp(np.eye(2))
     g.nodes["weird"] = Odd(weight=np.eye(2))
-    assert L._role(g.nodes["weird"]) is None
+    assert wiring._role(g.nodes["weird"]) is None
     with pytest.raises(UnsupportedNodeError, match=r"unsupported NIR node\(s\): Odd \(weird\)"):
         wire(g)
     g = _mlp(np.eye(2))
@@ -237,10 +257,10 @@ def test_unsupported_and_malformed_graphs():
     with pytest.raises(ValidationError, match="unknown node 'ghost'"):
         wire(g)
     with pytest.raises(ValidationError, match="exactly one Input node, found 0"):
-        L._sole([], "Input node")
-    assert L._sole(["x"], "y") == "x"
+        wiring._sole([], "Input node")
+    assert wiring._sole(["x"], "y") == "x"
     with pytest.raises(ValidationError, match="found 2"):
-        L._sole(["x", "z"], "y")
+        wiring._sole(["x", "z"], "y")
 
 
 def test_timesteps_and_levels_from_metadata_or_arguments():
@@ -275,19 +295,19 @@ def test_output_must_be_fed_by_neurons():
 
 
 def test_delay_steps():
-    assert L.delay_steps(nir.Delay(delay=np.array([2e-3, 0.0])), 1e-3, "d").tolist() == [2, 0]
+    assert wiring.delay_steps(nir.Delay(delay=np.array([2e-3, 0.0])), 1e-3, "d").tolist() == [2, 0]
     with pytest.raises(ValidationError, match="not whole multiples"):
-        L.delay_steps(nir.Delay(delay=np.array([1.5e-3])), 1e-3, "d")
+        wiring.delay_steps(nir.Delay(delay=np.array([1.5e-3])), 1e-3, "d")
     with pytest.raises(ValidationError, match="not whole multiples"):
-        L.delay_steps(nir.Delay(delay=np.array([-1e-3])), 1e-3, "d")
+        wiring.delay_steps(nir.Delay(delay=np.array([-1e-3])), 1e-3, "d")
 
 
 def test_declared_and_input_shapes():
-    assert L._input_shape(nir.Input(input_type={"input": np.array([2, 3, 4])})) == (2, 3, 4)
-    assert L._declared_shape(_lif(3)) == (3,)
+    assert wiring._input_shape(nir.Input(input_type={"input": np.array([2, 3, 4])})) == (2, 3, 4)
+    assert wiring._declared_shape(_lif(3)) == (3,)
     node = _lif(3)
     node.input_type = {"input": np.array([0])}
-    assert L._declared_shape(node) is None
+    assert wiring._declared_shape(node) is None
 
 
 def _recurrent(w_rec):
@@ -363,9 +383,9 @@ def test_graded_input_layer_by_hand():
     assert s.scale == pytest.approx(253 / 255) and s.clipped == 0
     p = net.groups["l1"].params
     assert (p.vth, p.du, p.dv) == (506, 4095, 2048)
-    fp = net.groups["l1"].float_params
-    assert fp["lambda"] == pytest.approx(64 * 506) and fp["gain"] == pytest.approx(0.5)
-    assert fp["v_th"] == 1.0 and fp["tau_steps"] == pytest.approx(2.0)
+    fp = net.groups["l1"].units
+    assert fp.units == pytest.approx(64 * 506) and fp.gain == pytest.approx(0.5)
+    assert fp.v_th == 1.0 and fp.tau_steps == pytest.approx(2.0) and fp.pre_units is None
     assert net.groups["l1"].latency == 1 and net.output == "l1" and net.latency == 1
     assert net.input.levels == 255 and net.dt == 1e-3
 
@@ -402,19 +422,38 @@ def test_bias_becomes_a_synapse_from_the_bias_source():
     # 2·round(63.25) = 126, 2·round(−126.5) = 2·(−126) = −252 (numpy rounds half to even)
     w1 = np.array([[1.0, -0.5], [0.25, 0.5]])
     net = lower(_mlp(w1, b1=np.array([0.5, -1.0])))
-    b = [s for s in net.synapses if s.src == "bias"]
+    b = [s for s in net.synapses if s.src == BIAS_SOURCE]
     assert len(b) == 1 and b[0].name == "l1.bias" and b[0].dst == "l1"
     assert b[0].weight_exp == 0 and np.asarray(b[0].weights).ravel().tolist() == [126, -252]
     assert b[0].delay == 0 and net.has_bias
 
 
-def test_bias_on_a_deeper_group_is_delayed_to_its_latency():
+def test_bias_on_a_deeper_group_comes_from_a_source_that_starts_later():
     w1 = np.eye(2)
     g = _mlp(w1, np.eye(2))
     g.nodes["b"] = nir.Affine(weight=np.eye(2), bias=np.array([0.1, 0.0]))
     net = lower(g)
-    (b,) = [s for s in net.synapses if s.src == "bias"]
-    assert b.dst == "l2" and b.delay == 1  # latency 2 − bias latency 0 − 1
+    (b,) = [s for s in net.synapses if bias_offset(s.src) is not None]
+    # latency 2: the source starts 1 step late, and no neuron holds a delay buffer
+    assert b.dst == "l2" and b.src == ClockSource("bias", 1) and b.delay == 0
+    assert b.buffer_bits == 0 and b.memory_bits == b.stored_weights * 8
+
+
+def test_groups_of_one_latency_share_one_bias_source_and_no_bias_is_delayed():
+    # l1 and l3 at latency 1 read the bias from one source; l2 (latency 2) from the next
+    aff = lambda b: nir.Affine(weight=np.eye(2), bias=np.array(b))  # noqa: E731
+    nodes = {"input": nir.Input(input_type={"input": np.array([2])}),
+             "a": aff([0.1, 0.2]), "l1": _lif(2), "c": aff([0.0, 0.4]), "l3": _lif(2),
+             "b": aff([0.3, 0.0]), "d": nir.Linear(weight=np.eye(2)), "l2": _lif(2),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    edges = [("input", "a"), ("a", "l1"), ("input", "c"), ("c", "l3"), ("l1", "b"),
+             ("l3", "d"), ("b", "l2"), ("d", "l2"), ("l2", "output")]
+    net = lower(nir.NIRGraph(nodes=nodes, edges=edges), timesteps=3)
+    srcs = {s.dst: s.src for s in net.synapses if bias_offset(s.src) is not None}
+    assert srcs == {"l1": BIAS_SOURCE, "l3": BIAS_SOURCE, "l2": ClockSource("bias", 1)}
+    assert net.bias_sources == [BIAS_SOURCE, ClockSource("bias", 1)]
+    assert all(s.delay == 0 and s.buffer_bits == 0 for s in net.synapses
+               if bias_offset(s.src) is not None)
 
 
 def test_shortcut_is_delayed_to_the_slower_path():
@@ -461,18 +500,18 @@ def test_threshold_is_memoryless_with_a_bounded_vth():
 
 def test_memoryless_check_refuses_a_reachable_4096():
     g = NeuronGroup("t", 1, fixed.LifParams(4095, 4095, 1))
-    w = L.wire(_mlp(np.eye(2), levels=1))
-    q = L._Quantizer(w, w.groups)
+    w = wiring.wire(_mlp(np.eye(2), levels=1))
+    q = quantize.Quantizer(w, w.groups)
     ok = SynapseSpec("s", "input", "t", np.array([[63, 0]]), 0)
-    L._check_memoryless(g, [ok], q)  # 63 << 6 = 4032 < 4096
+    quantize._check_memoryless(g, [ok], q)  # 63 << 6 = 4032 < 4096
     bad = SynapseSpec("s", "input", "t", np.array([[32, 32]]), 0)
     with pytest.raises(LoihiRangeError, match="4096 >= 4096"):
-        L._check_memoryless(g, [bad], q)
+        quantize._check_memoryless(g, [bad], q)
     shifted = SynapseSpec("s", "input", "t", np.array([[254, 0]]), -2)  # 63.5 -> 4064
-    L._check_memoryless(g, [shifted], q)
+    quantize._check_memoryless(g, [shifted], q)
     sparse = SynapseSpec("s", "input", "t", sp.csr_matrix(np.array([[-40, 30]])), 0)
     with pytest.raises(LoihiRangeError):  # |−40| + 30 = 70
-        L._check_memoryless(g, [sparse], q)
+        quantize._check_memoryless(g, [sparse], q)
 
 
 def test_too_small_threshold_for_8_bits_is_refused():
@@ -493,7 +532,7 @@ def test_long_delays_go_through_shared_64_step_relays():
     groups = _chain_groups()
     syn = [SynapseSpec("g->h", "g", "h", np.array([[1, 0], [0, 1]]), 0)]
     syn[0].delay = 130  # set after the check, as assign_latencies does
-    L.realize_delays(groups, syn)
+    schedule.realize_delays(groups, syn)
     # 130 = 2·64 + 2: relays g.delay64 and g.delay128 (hops of 63-step synapses)
     assert list(groups) == ["g", "g.delay64", "g.delay128", "h"]
     assert groups["g.delay64"].latency == 1 + 64 and groups["g.delay128"].latency == 1 + 128
@@ -510,29 +549,33 @@ def test_a_delay_of_exactly_64_uses_one_relay():
     groups = _chain_groups()
     syn = [SynapseSpec("g->h", "g", "h", np.eye(2, dtype=np.int64), 0)]
     syn[0].delay = 64
-    L.realize_delays(groups, syn)
+    schedule.realize_delays(groups, syn)
     assert list(groups) == ["g", "g.delay64", "h"]
     assert syn[0].src == "g.delay64" and syn[0].delay == 0
     groups = _chain_groups()
     syn = [SynapseSpec("g->h", "g", "h", np.eye(2, dtype=np.int64), 0, delay=63)]
-    L.realize_delays(groups, syn)
+    schedule.realize_delays(groups, syn)
     assert list(groups) == ["g", "h"] and syn[0].delay == 63 and syn[0].src == "g"
 
 
-def test_long_bias_delays_take_a_later_bias_copy_and_input_ones_are_refused():
+def test_delayed_clock_streams_read_a_later_source_and_input_ones_are_refused():
     groups = _chain_groups()
-    b = SynapseSpec("h.bias", "bias", "h", np.array([[1], [1]]), 0)
-    b.delay = 150  # 2·64 + 22
-    L.realize_delays(groups, [b])
-    assert b.src == "bias@128" and b.delay == 22 and list(groups) == ["g", "h"]
-    b2 = SynapseSpec("h.bias", "bias@64", "h", np.array([[1], [1]]), 0)
-    b2.delay = 64
-    L.realize_delays(groups, [b2])
-    assert b2.src == "bias@128" and b2.delay == 0
+    b = SynapseSpec("h.bias", BIAS_SOURCE, "h", np.array([[1], [1]]), 0)
+    b.delay = 150
+    schedule.realize_delays(groups, [b])
+    assert b.src == ClockSource("bias", 150) and b.delay == 0 and list(groups) == ["g", "h"]
+    b2 = SynapseSpec("h.bias", ClockSource("bias", 64), "h", np.array([[1], [1]]), 0)
+    b2.delay = 3
+    schedule.realize_delays(groups, [b2])
+    assert b2.src == ClockSource("bias", 67) and b2.delay == 0
+    p = SynapseSpec("h.phase", ClockSource("phase", 2), "h", np.array([[1], [1]]), 0)
+    p.delay = 1
+    schedule.realize_delays(groups, [p])
+    assert p.src == ClockSource("phase", 3) and p.delay == 0 and list(groups) == ["g", "h"]
     i = SynapseSpec("i->h", "input", "h", np.eye(2, dtype=np.int64), 0)
     i.delay = 70
     with pytest.raises(ValidationError, match="from the input cannot be relayed"):
-        L.realize_delays(groups, [i])
+        schedule.realize_delays(groups, [i])
 
 
 def test_delayed_convs():
@@ -544,14 +587,14 @@ def test_delayed_convs():
     diag = SynapseSpec("r->h", "r", "h", k, 0,
                        conv=ConvMap(k.astype(float), (2, 1, 3), groups=2))
     diag.delay = 3
-    L.realize_delays(groups, [diag])
+    schedule.realize_delays(groups, [diag])
     # one weight per channel repeated over its 3 positions: a diagonal DelaySparse
     assert diag.conv is None and diag.delay == 3 and diag.is_sparse
     assert diag.weights.toarray().diagonal().tolist() == [3, 3, 3, -2, -2, -2]
     k2 = np.ones((2, 2, 1, 1), np.int64)
     full = SynapseSpec("r->h", "r", "h", k2, 0, conv=ConvMap(k2.astype(float), (2, 2, 2)))
     full.delay = 3
-    L.realize_delays(groups, [full])
+    schedule.realize_delays(groups, [full])
     assert full.conv is not None and full.delay == 0 and full.src == "r.delay3"
     assert full.num_message_bits == 24
     assert groups["r.delay3"].latency == 4 and list(groups) == ["r", "r.delay3", "h"]
@@ -563,7 +606,7 @@ def test_delay_relays_are_shared_by_a_source():
     s2 = SynapseSpec("b", "g", "h", np.eye(2, dtype=np.int64) * 2, 0)
     s1.delay, s2.delay = 70, 100
     syn = [s1, s2]
-    L.realize_delays(groups, syn)
+    schedule.realize_delays(groups, syn)
     assert s1.src == s2.src == "g.delay64" and (s1.delay, s2.delay) == (6, 36)
     assert len(syn) == 3 and list(groups) == ["g", "g.delay64", "h"]
 
@@ -580,22 +623,22 @@ def test_worth_relaying():
     m = MatrixMap(sp.csr_matrix(np.ones((4, 4))), (4,), (4,))
     e = Expression([(Tap("x"), m)], np.zeros(4), (4,))
     # 16 weights; as a relay 16 once + 4 one-to-one per consumer
-    assert not L._worth_relaying(e, 1)  # 0 > 4: no
-    assert L._worth_relaying(e, 2)  # 16 > 8
-    assert L._worth_relaying(e, 3)  # 32 > 12
+    assert not wiring._worth_relaying(e, 1)  # 0 > 4: no
+    assert wiring._worth_relaying(e, 2)  # 16 > 8
+    assert wiring._worth_relaying(e, 3)  # 32 > 12
 
 
 def test_abs_apply_and_max_abs():
     from lrfdyn.loihi.layers import MatrixMap
 
     m = MatrixMap(sp.csr_matrix(np.array([[1.0, -2.0], [0.0, 3.0]])), (2,), (2,))
-    assert L._abs_apply(m, np.array([1.0, 2.0])).tolist() == [5.0, 6.0]
-    assert L._max_abs(m) == 3.0
+    assert quantize.abs_apply(m, np.array([1.0, 2.0])).tolist() == [5.0, 6.0]
+    assert quantize.max_abs(m) == 3.0
     c = ConvMap(np.array([[[[-1.0, 2.0]]]]), (1, 1, 3))
-    assert L._abs_apply(c, np.array([1.0, 1.0, 2.0])).tolist() == [3.0, 5.0]
-    assert L._max_abs(c) == 2.0
+    assert quantize.abs_apply(c, np.array([1.0, 1.0, 2.0])).tolist() == [3.0, 5.0]
+    assert quantize.max_abs(c) == 2.0
     empty = MatrixMap(sp.csr_matrix((2, 2)), (2,), (2,))
-    assert L._max_abs(empty) == 0.0
+    assert quantize.max_abs(empty) == 0.0
 
 
 def _conv_graph(kernel, levels=255):
@@ -624,15 +667,15 @@ def test_a_conv_of_the_graded_input_gets_a_shifter_relay_by_hand():
     sh = net.groups["l1.in"]
     assert sh.kind == "relay" and sh.params == RelayParams(0, True) and sh.params.prod
     assert sh.shape == (1, 2, 2) and sh.size == 4 and not sh.spiking
-    assert sh.float_params["scale"] == pytest.approx(65535.5)
-    assert sh.float_params["pre_scale"] == pytest.approx(65535.5)
+    assert sh.units.units == pytest.approx(65535.5)
+    assert sh.units.pre_units == pytest.approx(65535.5)
     by = {s.name: s for s in net.synapses}
     assert sorted(by) == ["input->l1.in", "l1.in->l1", "l1.in.unit"]
     c = by["input->l1.in"]
     assert c.kind == "conv" and c.weight_exp == 0 and c.num_message_bits == 24
     assert np.asarray(c.weights).ravel().tolist() == [129, -64, 64, 32]
     unit = by["l1.in.unit"]
-    assert (unit.src, unit.port, unit.weight_exp) == ("bias", "a_in2", 0)
+    assert (unit.src, unit.port, unit.weight_exp) == (BIAS_SOURCE, "a_in2", 0)
     assert unit.weights.toarray().ravel().tolist() == [1, 1, 1, 1]
     one = by["l1.in->l1"]
     assert one.num_message_bits == 24 and one.scale == 1.0
@@ -669,7 +712,7 @@ def test_a_node_feeding_two_groups_becomes_a_relay_by_hand():
     assert list(net.groups)[0] == "A" and set(net.groups) == {"A", "l1", "l2"}
     r = net.groups["A"]
     assert r.kind == "relay" and r.params == RelayParams(0) and not r.params.prod
-    assert r.float_params == {"scale": pytest.approx(127.0), "pre_scale": pytest.approx(127.0)}
+    assert (r.units.units, r.units.pre_units) == (pytest.approx(127.0), pytest.approx(127.0))
     # l2 waits for l1 (latency 3), so A's direct synapse into it is delayed 3 − 1 − 1 = 1
     assert (r.latency, net.groups["l1"].latency, net.groups["l2"].latency) == (1, 2, 3)
     by = {s.name: s for s in net.synapses}
@@ -705,7 +748,7 @@ def test_a_graded_node_keeps_integer_weights_exactly():
     net = lower(_graded_graph([[3, 1], [1, 0]], bias=[5.0, 1.0]))
     g = net.groups["g"]
     assert g.kind == "relay" and g.params.rectify and g.params.exp == 0
-    assert g.float_params == {"scale": 1.0, "pre_scale": 1.0}
+    assert g.units == Units(1.0, pre_units=1.0)
     by = {s.name: s for s in net.synapses}
     w = by["input->g"]
     # odd weights kept (no even rounding), no exponent: one integer unit per float unit
@@ -713,7 +756,7 @@ def test_a_graded_node_keeps_integer_weights_exactly():
         == [[3, 1], [1, 0]]
     assert w.weight_exp == 0 and w.scale == 1.0
     b = by["g.bias"]
-    assert b.src == "bias" and np.asarray(b.weights).ravel().tolist() == [5, 1]
+    assert b.src == BIAS_SOURCE and np.asarray(b.weights).ravel().tolist() == [5, 1]
     assert b.weight_exp == 0
 
 
@@ -740,7 +783,7 @@ def test_a_voltage_readout_by_hand():
     net = lower(_graph(nodes, edges, input_levels=1))
     li = net.groups["li"]
     assert not li.spiking and li.kind == "lif" and li.params.vth == 2032
-    assert li.params.dv == 1024 and li.float_params["v_th"] == 1.0
+    assert li.params.dv == 1024 and li.units.v_th == 1.0
     (s,) = [x for x in net.synapses if x.dst == "li"]
     assert np.asarray(s.weights).tolist() == [[254]]
 
@@ -823,9 +866,9 @@ def test_a_conv_reading_another_convs_padding_makes_it_a_relay_by_hand():
     assert list(net.groups) == ["c1", "l.in", "l"]
     c1, sh, l = net.groups["c1"], net.groups["l.in"], net.groups["l"]
     assert c1.kind == "relay" and c1.params == RelayParams(0) and c1.shape == (1, 3, 3)
-    assert c1.float_params == {"scale": 508.0, "pre_scale": 508.0}
+    assert c1.units == Units(508.0, pre_units=508.0)
     assert sh.params == RelayParams(0, True)
-    assert sh.float_params["scale"] == pytest.approx(65535.5)
+    assert sh.units.units == pytest.approx(65535.5)
     assert l.params.vth == 131071
     assert (c1.latency, sh.latency, l.latency) == (1, 2, 3)
     by = {s.name: s for s in net.synapses}
@@ -840,17 +883,32 @@ def test_a_conv_reading_another_convs_padding_makes_it_a_relay_by_hand():
     assert by["l.in.unit"].port == "a_in2"
 
 
+def test_groups_are_validated_where_they_are_made():
+    for kw, match in ((dict(kind="neuron"), "kind 'neuron'"), (dict(params={"vth": 1}), "params of type dict"),
+                      (dict(size=-1), "size -1"), (dict(size=2.5), "size 2.5"),
+                      (dict(reset="later"), "reset 'later'")):
+        args = dict(name="g", size=2, params=RelayParams()) | kw
+        with pytest.raises(ValidationError, match=match):
+            NeuronGroup(**args)
+    for bad in (dict(units=0.0), dict(units=float("nan")), dict(units=1.0, gain=float("inf"))):
+        with pytest.raises(ValidationError, match="group units"):
+            Units(**bad)
+
+
 def test_defaults_of_the_data_types():
     s = SynapseSpec("s", "a", "b", np.array([[1]]), 0)
     assert (s.delay, s.num_message_bits, s.clipped, s.scale, s.lag, s.recurrent, s.conv,
             s.port) == (0, 0, 0, 1.0, 0, False, None, "a_in")
     g = NeuronGroup("g", 3, RelayParams())
-    assert (g.latency, g.shape, g.float_params, g.reset, g.spiking, g.kind) == (
-        0, (), {}, "zero", True, "lif")
+    assert (g.latency, g.shape, g.units, g.reset, g.spiking, g.kind) == (
+        0, (), None, "zero", True, GroupKind.LIF)
+    assert g.kind == "lif" and NeuronGroup("r", 1, RelayParams(), kind="relay").kind is \
+        GroupKind.RELAY
     assert RelayParams() == RelayParams(0, False, False)
     net = LoweredNetwork(InputSpec("i", 1, 1, 1), {"g": g}, [], "g", 1e-3)
     assert net.metadata == {} and net.bias_sources == [] and not net.has_bias
-    plan = L.GroupPlan("p", None, None)
+    assert net.copies == 1
+    plan = wiring.GroupPlan("p", None, None)
     assert (plan.shifter, plan.exact, plan.rectify, plan.kind) == (False, False, False, "relay")
 
 
@@ -871,12 +929,12 @@ def test_a_relay_that_shifts_rounds_to_nearest_by_hand():
     net = lower(_graph(nodes, [("input", "c"), ("c", "l1"), ("l1", "output")]))
     sh = net.groups["l1.in"]
     assert sh.params == RelayParams(4, True)
-    assert sh.float_params == {"scale": pytest.approx(3900.5), "pre_scale": pytest.approx(62408)}
+    assert (sh.units.units, sh.units.pre_units) == (pytest.approx(3900.5), pytest.approx(62408))
     assert net.groups["l1"].params.vth == 7801
     by = {s.name: s for s in net.synapses}
     assert np.asarray(by["input->l1.in"].weights).ravel().tolist() == [245] * 32
     b = by["l1.in.bias"]
-    assert b.src == "bias" and b.weight_exp == 0 and np.asarray(b.weights).ravel().tolist() == [8]
+    assert b.src == BIAS_SOURCE and b.weight_exp == 0 and np.asarray(b.weights).ravel().tolist() == [8]
 
 
 def test_a_graded_bias_past_8_bits_is_kept_when_it_is_exact():
@@ -896,11 +954,11 @@ def test_require_exact_compares_integers_with_the_scaled_floats():
 
     m = MatrixMap(sp.csr_matrix(np.array([[1.0, 3.0]])), (2,), (1,))
     twice = SynapseSpec("s", "x", "g", np.array([[2, 6]]), 0)
-    L._require_exact(twice, m, 2.0)  # 2·[1, 3] held exactly
+    quantize._require_exact(twice, m, 2.0)  # 2·[1, 3] held exactly
     with pytest.raises(LoihiRangeError, match="not integers Loihi holds exactly"):
-        L._require_exact(twice, m, 1.0)
+        quantize._require_exact(twice, m, 1.0)
     halved = SynapseSpec("s", "x", "g", np.array([[1, 3]]), 1)  # [1, 3] << 1 = [2, 6]
-    L._require_exact(halved, m, 2.0)
+    quantize._require_exact(halved, m, 2.0)
 
 
 def test_phase_at_is_empty_without_phases_and_silent_outside_the_sample():
@@ -932,7 +990,7 @@ def test_a_block_sum_is_two_exact_groups_that_sum_the_whole_block():
     assert phase.size == 3 * 2 and total.size == 2
     for g in (phase, total):  # exact: one integer unit per input spike, no shift
         assert g.kind == "relay" and g.params.exp == 0
-        assert g.float_params == {"scale": 1.0, "pre_scale": 1.0}
+        assert g.units == Units(1.0, pre_units=1.0)
     x = np.array([[[1, 0], [1, 1], [0, 1]], [[0, 1], [0, 0], [1, 1]]])  # (N, T, 2) spikes
     got = run_reference(net, x, 3)["bs"]
     # each step sees the count over its whole block: steps 0-1 of block [0, 2), step 2 alone

@@ -15,7 +15,7 @@ from lrfdyn.export.to_nir import model_to_nir, write_nir
 from lrfdyn.loihi.lower import lower
 from lrfdyn.nir_types import EXTENSION_KEY, EXTENSIONS_USED, GRADED
 from lrfdyn.sim.reference import run_reference
-from lrfdyn.sim.memory import _trained_like as trained_like
+from lrfdyn.memory_models import trained_like
 from lrfdyn.sim.report import first_mismatches
 from lrfdyn.sim.simulate import read_graph
 from lrfdyn.train.models import build_model
@@ -158,7 +158,7 @@ def test_a_gate_one_step_late_on_lava_is_caught_at_the_gate() -> None:
 def test_a_relay_shifting_by_one_keeps_its_rounding_offset() -> None:
     """A shifter with exp = 1 adds half a unit before its floor: the one-unit bias must
     survive quantization (rounded to even, it used to become 0)."""
-    from lrfdyn.loihi.lower import RelayParams
+    from lrfdyn.loihi.ir import RelayParams
 
     ones = np.ones((1, 2, 2))
     nodes = {"input": nir.Input(input_type={"input": np.array([1, 3, 3])}),

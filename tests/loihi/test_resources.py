@@ -16,14 +16,8 @@ from lrfdyn.errors import ResourceError, ValidationError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.hardware import loihi2_status
 from lrfdyn.loihi.layers import ConvMap
-from lrfdyn.loihi.lower import (
-    InputSpec,
-    LoweredNetwork,
-    NeuronGroup,
-    RelayParams,
-    SynapseSpec,
-    lower,
-)
+from lrfdyn.loihi.ir import InputSpec, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec
+from lrfdyn.loihi.lower import lower
 from lrfdyn.loihi.resources import LOIHI2, Loihi2Limits, map_to_cores, require_fit
 from lrfdyn.sim.report import memory_bits
 from lrfdyn.sim.simulate import read_graph

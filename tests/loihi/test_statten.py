@@ -15,7 +15,8 @@ import pytest
 
 from lrfdyn.export.to_nir import write_nir
 from lrfdyn.export.transformer import spikformer_config
-from lrfdyn.loihi.lower import PHASE_SOURCE, lower
+from lrfdyn.loihi.ir import phase_offset
+from lrfdyn.loihi.lower import lower
 from lrfdyn.nir_types import BLOCK_SUM, EXTENSION_KEY, EXTENSIONS_USED
 from lrfdyn.sim.reference import run_reference
 from lrfdyn.sim.report import first_mismatches
@@ -86,8 +87,9 @@ def test_the_block_sum_reads_ahead_by_the_block_length(exported) -> None:
     lags = sorted(s.lag for s in net.incoming(phase.name) if s.src == count.name)
     assert lags == [-1, 0, 1]  # x(t − j + m): m = 1 of phase 0 is a lead of one step
     assert phase.latency == count.latency + B
-    (gate,) = [s for s in net.incoming(phase.name) if s.src == PHASE_SOURCE]
-    assert gate.port == "a_in2" and gate.delay == phase.latency - 1
+    (gate,) = [s for s in net.incoming(phase.name) if phase_offset(s.src) is not None]
+    assert gate.port == "a_in2" and gate.delay == 0
+    assert phase_offset(gate.src) == phase.latency - 1  # it starts late, undelayed
 
 
 def test_lava_equals_the_reference_and_a_late_phase_is_caught_at_the_block_sum(
@@ -105,7 +107,7 @@ def test_lava_equals_the_reference_and_a_late_phase_is_caught_at_the_block_sum(
         assert np.count_nonzero(ref[g]), f"{g} is silent: the check would compare zeros"
 
     phase = f"{BLOCK}.kv_block.phase"
-    (gate,) = [s for s in net.synapses if s.dst == phase and s.src == PHASE_SOURCE]
+    (gate,) = [s for s in net.synapses if s.dst == phase and phase_offset(s.src) is not None]
     gate.delay += 1
     late = run_lava(net, x[:2]).spikes
     counts, first = first_mismatches(late, {g: v[:2] for g, v in ref.items()}, net)

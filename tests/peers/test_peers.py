@@ -87,6 +87,66 @@ def _snntorch() -> Case:
     return Case(export_to_nir(net, torch.zeros(1, N_IN), ignore_dims=[0]), x, y, "snntorch")
 
 
+CNN_IMG = (1, 32, 32)  # large enough that the lowering relays the pooling (issue 26)
+
+
+def _snntorch_cnn() -> Case:
+    """Conv2d → Leaky → AvgPool2d → Flatten → Linear → Synaptic on 32 × 32 images, the
+    issue-26 graph: composing the pooling into the 2,048 × 10 Linear would store more
+    than relaying it, so the lowering keeps it as a relay group."""
+    snn = pytest.importorskip("snntorch", reason="snnTorch not installed (make test-peers)")
+    from snntorch.export_nir import export_to_nir
+
+    torch.manual_seed(0)
+    c, h = 8, CNN_IMG[1]
+    # snnTorch exports a scalar β with shape (), which nir's type inference refuses
+    # against the conv's (C, H, W): give β and the threshold per neuron.
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, c, 3, padding=1),
+        snn.Leaky(beta=torch.full((c, h, h), 0.8), threshold=torch.ones(c, h, h),
+                  init_hidden=True),
+        torch.nn.AvgPool2d((2, 2)), torch.nn.Flatten(), torch.nn.Linear(c * h * h // 4, 10),
+        snn.Synaptic(alpha=torch.full((10,), 0.5), beta=torch.full((10,), 0.8),
+                     threshold=torch.ones(10), init_hidden=True))
+    _scaled(net, 2.0, 0.0)
+    x = _spikes(CNN_IMG, p=0.5)
+    y = _steps(net, x)
+    graph = export_to_nir(net, torch.zeros((1,) + CNN_IMG), ignore_dims=[0])
+    return Case(graph, x, y, "snntorch")
+
+
+def _sinabs_cnn() -> Case:
+    """The N-MNIST shape of issue 27: three Conv2d with IAF, two SumPool2d, Flatten, two
+    Linear with IAF. The padded convs cannot compose with the pooling before them, so
+    both poolings become relay groups."""
+    pytest.importorskip("sinabs", reason="Sinabs not installed (make test-peers)")
+    import sinabs.layers as sl
+
+    torch.manual_seed(0)
+    img = (2, 16, 16)
+    conv = lambda i, o: torch.nn.Conv2d(i, o, 3, padding=1, bias=False)  # noqa: E731
+    iaf = lambda: sl.IAFSqueeze(batch_size=B)  # noqa: E731
+    net = torch.nn.Sequential(
+        conv(2, 4), iaf(), sl.SumPool2d(2), conv(4, 8), iaf(), sl.SumPool2d(2), conv(8, 8),
+        iaf(), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 16, bias=False), iaf(),
+        torch.nn.Linear(16, 4, bias=False), iaf())
+    _scaled(net, 1.5, 0.0)
+    x = _spikes(img, p=0.3)
+    y, graph = _sinabs_run(net, x, img)
+    return Case(graph, x, y, "sinabs")
+
+
+def _sinabs_run(net, x: np.ndarray, img: tuple[int, ...]) -> tuple[np.ndarray, nir.NIRGraph]:
+    """A Sinabs network's output on ``x`` (T, B, *img), and its NIR export."""
+    from sinabs import to_nir
+
+    with torch.no_grad():
+        # Sinabs' squeezed layers take (B·T, …) in batch-major order.
+        flat = torch.from_numpy(x.transpose(1, 0, 2, 3, 4).reshape((B * T,) + img))
+        y = net(flat).numpy().reshape(B, T, -1).transpose(1, 0, 2)
+        return y, to_nir(net, torch.zeros((B,) + img))
+
+
 def _norse_run(net, x: np.ndarray) -> np.ndarray:
     state, out = None, []
     with torch.no_grad():
@@ -161,16 +221,10 @@ def _sinabs(readout: bool = False) -> Case:
     """Conv2d → IAF (multi-spike, subtract) → SumPool2d → Flatten → Linear → LIF (or an
     ExpLeak voltage readout), Sinabs' defaults otherwise."""
     pytest.importorskip("sinabs", reason="Sinabs not installed (make test-peers)")
-    from sinabs import to_nir
-
     net = _sinabs_net(readout)
     _scaled(net, 2.0, 0.1)
     x = _spikes(IMG, p=0.5)
-    with torch.no_grad():
-        # Sinabs' squeezed layers take (B·T, …) in batch-major order.
-        flat = torch.from_numpy(x.transpose(1, 0, 2, 3, 4).reshape((B * T,) + IMG))
-        y = net(flat).numpy().reshape(B, T, -1).transpose(1, 0, 2)
-        graph = to_nir(net, torch.zeros((B,) + IMG))
+    y, graph = _sinabs_run(net, x, IMG)
     for m in net.modules():
         if hasattr(m, "reset_states"):
             m.reset_states()
@@ -203,11 +257,11 @@ def _rockpool() -> Case:
 PEERS: dict[str, Callable[[], Case]] = {
     "snntorch": _snntorch, "norse": _norse, "norse-readout": _norse_readout,
     "spikingjelly": _spikingjelly, "sinabs": _sinabs, "sinabs-readout": lambda: _sinabs(True),
-    "rockpool": _rockpool,
+    "rockpool": _rockpool, "snntorch-cnn": _snntorch_cnn, "sinabs-cnn": _sinabs_cnn,
 }
 
 
-def _through_file(graph: nir.NIRGraph, path) -> nir.NIRGraph:
+def _through_file(graph: nir.NIRGraph, path, rockpool: bool = False) -> nir.NIRGraph:
     """The graph written and read back, as a user would pass it, where nir can write it.
 
     nir 1.0.8 cannot write Norse 1.1's graphs (their 0-d parameters meet h5py's "Scalar
@@ -222,8 +276,7 @@ def _through_file(graph: nir.NIRGraph, path) -> nir.NIRGraph:
     except TypeError as exc:
         assert "Scalar datasets" in str(exc) or "One of data, shape or dtype" in str(exc)
         return graph
-    if isinstance(graph.nodes.get("input"), nir.Input) and \
-            len(graph.nodes["input"].input_type["input"]) == 3:
+    if rockpool:
         # Rockpool's (1, T, n) Input type fails nir's type check (lrfdyn's reader checks
         # types too): read unchecked, then fix the types as run_graph does.
         from lrfdyn.sim.interop import io_types_fixed
@@ -241,7 +294,8 @@ def _runs(peer: str, tmp_path) -> tuple:
     """The peer's case and its float and fixed runs (each peer built and run once)."""
     if peer not in _CACHE:
         case = PEERS[peer]()
-        graph = _through_file(case.graph, tmp_path / "peer.nir")
+        graph = _through_file(case.graph, tmp_path / "peer.nir",
+                              rockpool=case.convention == "rockpool")
         conv = convention(case.convention)
         yf, flt = run_graph(graph, case.x, mode="float", conv=conv)
         yi, fix = run_graph(graph, case.x, mode="fixed", conv=conv)
@@ -264,6 +318,23 @@ def test_peer_graph_on_lava_float_equals_the_producer(peer: str, tmp_path) -> No
         np.testing.assert_array_equal(y, case.produced > 0)
     for layer in report.layers:
         assert layer["agreement"] == 1.0, report.layers
+
+
+@pytest.mark.parametrize("peer", ["snntorch-cnn", "sinabs-cnn"])
+def test_conv_pool_graphs_hold_relays_the_float_semantics_reads_as_linear_nodes(peer, tmp_path):
+    """Issue 26: both crashed in both modes, since the float semantics stepped the relay
+    the lowering made of a pooling as a neuron. The float run equals the producer (test
+    above); here, that the case holds such a relay and the report shows neuron nodes only."""
+    from lrfdyn.loihi.wiring import wire
+
+    case, _, flt, _, fix = _runs(peer, tmp_path)
+    w = wire(case.graph, convention(case.convention), timesteps=T)
+    relays = [p.name for p in w.groups if p.dynamics is None]
+    assert relays, "no relay: the case no longer covers issue 26"
+    neurons = [p.name for p in w.groups if p.dynamics is not None]
+    for report in (flt, fix):
+        assert report.mismatches == 0, report.first_mismatch
+        assert [row["name"] for row in report.layers] == neurons
 
 
 def test_sinabs_multi_spikes_are_counted_exactly() -> None:

@@ -10,8 +10,8 @@ from lrfdyn.errors import LoihiRangeError, UnsupportedNodeError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import PROD, Z, lower_dendritic
 from lrfdyn.loihi.lower import lower
-from lrfdyn.sim.dendritic import lower_both, run_hybrid_reference, run_streams
 from lrfdyn.sim.reference import SynapseLayer, run_reference
+from lrfdyn.sim.streams import lower_both, run_hybrid_reference, run_streams
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,8 @@ def test_chained_and_batched_streams_agree_on_every_token(tiny) -> None:
 
 
 def test_reference_input_hook_reproduces_the_synapses(tiny) -> None:
+    from lrfdyn.loihi.ir import bias_offset
+
     """Feeding a group through ``inputs`` with its own synapses changes nothing."""
     _, _, net, block = tiny
     rng = np.random.default_rng(2)
@@ -71,7 +73,7 @@ def test_reference_input_hook_reproduces_the_synapses(tiny) -> None:
     bias = np.ones((3, 1), np.int64)
 
     def same(current):
-        return sum(layer(torch.as_tensor(bias if layer.spec.src == "bias"
+        return sum(layer(torch.as_tensor(bias if bias_offset(layer.spec.src) is not None
                                          else current[layer.spec.src])).numpy() for layer in syns)
 
     plain = run_reference(net, x)

@@ -9,45 +9,15 @@ from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import Z
 from lrfdyn.loihi.dendritic_network import (DESER, lower_network, source_schedules,
                                             stream_sizes)
-from lrfdyn.sim.dendritic import (check_network, lava_predictions, lower_both,
-                                  network_reference, run_dendritic_network_lava)
+from lrfdyn.sim.dendritic_network import (check_network, lava_predictions, network_reference,
+                                          run_dendritic_network_lava)
 from lrfdyn.sim.reference import readout
-
-
-#: The tiny LRF-Dyn Spikformer of the shared fixtures (7×7 tokens, relays in the stream).
-TINY_LRF_DYN = dict(img_size=14, in_channels=1, num_classes=4, dim=6, depth=1, heads=2,
-                    timesteps=2, k_dendrites=3, stem_strides=[1, 2], attention="lrf_dyn",
-                    lrf_dilations=[3, 5])
-
-
-def _active(model, seed: int) -> None:
-    """BN statistics, couplings and Γ as after training, and BN gains large enough that
-    every layer of an untrained model spikes (the tiny fixture's stem stays silent)."""
-    import torch
-
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
-                bn.running_mean.uniform_(-0.2, 0.2)
-                bn.running_var.uniform_(0.5, 2.0)
-                bn.weight.mul_(10.0)
-        for blk in model.blocks:
-            blk.attn.beta_raw.uniform_(-2, 2)
-            blk.attn.gamma.uniform_(0.5, 1.5)
+from lrfdyn.sim.streams import lower_both
 
 
 @pytest.fixture(scope="module")
-def joined():
-    import torch
-
-    from lrfdyn.export.to_nir import model_to_nir
-    from lrfdyn.train.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("spikformer", TINY_LRF_DYN).eval()
-    _active(model, 0)
-    net, blocks = lower_both(model_to_nir(model, (1, 14, 14), TINY_LRF_DYN["timesteps"]))
+def joined(active_lrf_dyn):
+    net, blocks = lower_both(active_lrf_dyn)
     return net, blocks, lower_network(net, blocks)
 
 
@@ -65,7 +35,7 @@ def test_one_clock_schedule(joined) -> None:
     # The parallel path into the attention LIF is gone; the stream replaces it.
     assert "blocks.0.attn.dendrite" not in dn.groups
     assert [s.src for s in dn.synapses if s.dst == block.out_group] == []
-    from lrfdyn.loihi.lower import bias_offset
+    from lrfdyn.loihi.ir import bias_offset
 
     lat = {net.input.name: 0, **{g: grp.latency for g, grp in dn.groups.items()}}
     for s in dn.synapses:
@@ -97,7 +67,7 @@ def test_reference_matches_the_hybrid_reference(joined) -> None:
     net, (block,), dn = joined
     x = _x(net)
     ref = network_reference(dn, x)
-    from lrfdyn.sim.dendritic import run_streams
+    from lrfdyn.sim.streams import run_streams
 
     u = ref.hybrid.streams[block.name]
     z = run_streams(block, u, chained=False, record=lambda n: n == Z).z_tokens(block)
@@ -188,7 +158,7 @@ def test_one_network_is_spike_exact_and_a_phase_error_is_caught(joined) -> None:
 
 
 @pytest.mark.slow
-def test_paper_grid_one_network_is_spike_exact() -> None:
+def test_paper_grid_one_network_is_spike_exact(activate_model) -> None:
     """14×14 tokens (N = 196): a serializer with relays beyond 63 steps, 2 samples."""
     import torch
 
@@ -199,7 +169,7 @@ def test_paper_grid_one_network_is_spike_exact() -> None:
     model = build_model("spikformer", dict(
         img_size=28, in_channels=1, num_classes=4, dim=4, depth=1, heads=2, timesteps=1,
         k_dendrites=2, stem_strides=[1, 2], attention="lrf_dyn", lrf_dilations=[3, 5])).eval()
-    _active(model, 1)
+    activate_model(model, 1)
     net, blocks = lower_both(model_to_nir(model, (1, 28, 28), 1))
     dn = lower_network(net, blocks)
     assert blocks[0].grid == (14, 14) and dn.streams[0].ser_levels == 3

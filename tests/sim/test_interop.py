@@ -17,7 +17,8 @@ import pytest
 
 from lrfdyn.cli import main
 from lrfdyn.errors import UnsupportedNodeError, ValidationError
-from lrfdyn.loihi.lower import lower, supported_types
+from lrfdyn.loihi.lower import lower
+from lrfdyn.loihi.wiring import supported_types
 from lrfdyn.loihi.neurons import NIR
 from lrfdyn.sim.interop import run_graph
 
@@ -100,6 +101,32 @@ def sub_graph(rng: np.random.Generator, readout: str) -> nir.NIRGraph:
                   (3,), (3,))
 
 
+def cnn_pool_graph(rng: np.random.Generator) -> nir.NIRGraph:
+    """Conv2d → LIF → AvgPool2d → Conv2d (padded) → IF → SumPool2d → Flatten → Affine →
+    CubaLIF: snnTorch's and Sinabs' exported CNNs. The padded conv cannot compose with
+    the pooling before it, so both lowerings keep that pooling as a relay group."""
+    nodes = {
+        "conv1": nir.Conv2d(input_shape=(8, 8), weight=rng.normal(0.0, 0.4, (4, 2, 3, 3)),
+                            bias=_full(4, 0.1), stride=1, padding=1, dilation=1, groups=1),
+        "lif": _lif((4, 8, 8), tau_steps=3.0, theta=0.5),
+        "avg": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                             padding=np.array([0, 0])),
+        "conv2": nir.Conv2d(input_shape=(4, 4), weight=rng.normal(0.0, 0.5, (4, 4, 3, 3)),
+                            bias=_full(4, 0.0), stride=1, padding=1, dilation=1, groups=1),
+        "if": nir.IF(r=_full((4, 4, 4), 400.0), v_threshold=_full((4, 4, 4), 1.0),
+                     v_reset=_full((4, 4, 4), 0.0)),
+        "sum": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                             padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([4, 2, 2])}),
+        "aff": nir.Affine(weight=rng.normal(0.0, 0.5, (5, 16)), bias=_full(5, 0.05)),
+        "cuba": nir.CubaLIF(tau_syn=_full(5, 2 * DT), tau_mem=_full(5, 4 * DT),
+                            r=_full(5, 2.0), v_leak=_full(5, 0.0), v_threshold=_full(5, 0.3),
+                            v_reset=_full(5, 0.0), w_in=_full(5, 1.5)),
+    }
+    seq = ["input", *nodes, "output"]
+    return _graph(nodes, list(zip(seq, seq[1:])), (2, 8, 8), (5,))
+
+
 @dataclass
 class Case:
     graph: nir.NIRGraph
@@ -118,12 +145,13 @@ def _cases() -> dict[str, Case]:
         "time-cubali": Case(time_graph(rng, "cubali"), _spikes(rng, (2, 8))),
         "sub-i": Case(sub_graph(rng, "i"), _spikes(rng, (3,))),
         "sub-lif": Case(sub_graph(rng, "lif"), _spikes(rng, (3,))),
+        "cnn-pool": Case(cnn_pool_graph(rng), _spikes(rng, (2, 8, 8))),
     }
 
 
 CASES = _cases()
-FLOAT_CASES = ["conv", "time-li", "time-cubali", "sub-i"]
-FIXED_CASES = ["conv", "time-li", "sub-i"]
+FLOAT_CASES = ["conv", "time-li", "time-cubali", "sub-i", "cnn-pool"]
+FIXED_CASES = ["conv", "time-li", "sub-i", "cnn-pool"]
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +199,26 @@ def test_fixed_lava_equals_the_integer_reference_and_reports_agreement(runs, nam
         assert {"cuba->out@1", "cuba->out@3"} <= rows
     if name == "sub-i":
         assert "block.lif->block.lif" in rows
+
+
+def test_a_cnn_whose_pooling_is_a_relay_runs_in_both_modes(runs) -> None:
+    """Issue 26: a relay group (a pooling kept as graded neurons) was stepped as a neuron
+    by the float semantics, and both modes crashed. Lava float = the NIR semantics and
+    Lava fixed_pt = the integer reference at every neuron and step; the relay is only
+    the lowering's, so the report lists the graph's neuron nodes alone."""
+    from lrfdyn.loihi.wiring import wire
+
+    graph = CASES["cnn-pool"].graph
+    assert [p.name for p in wire(graph, NIR, timesteps=T).groups if p.dynamics is None] == \
+        ["avg"]
+    assert "avg" in {name for name, g in lower(graph, timesteps=T).groups.items()
+                     if g.kind == "relay"}
+    for mode in ("float", "fixed"):
+        _, report = runs[(mode, "cnn-pool")]
+        assert report.mismatches == 0, report.first_mismatch
+        assert [row["name"] for row in report.layers] == ["lif", "if", "cuba"]
+        assert all(row["spikes_float"] > 0 for row in report.layers), report.layers
+    assert runs[("float", "cnn-pool")][1].output_agreement == 1.0
 
 
 def test_output_step_t_answers_input_step_t(runs) -> None:
@@ -280,14 +328,14 @@ def test_a_run_that_never_spikes_is_flagged_with_the_assumed_dt(capsys) -> None:
 
 
 def test_time_constants_absurd_for_dt_are_named_with_the_options() -> None:
-    from lrfdyn.sim.interop import _time_constant_warnings
+    from lrfdyn.sim.nir_input import time_constant_warnings
 
     n = 2
     slow = nir.LIF(tau=np.full(n, 20.0), r=np.ones(n), v_leak=np.zeros(n),
                    v_threshold=np.ones(n), v_reset=np.zeros(n))
-    (w,) = _time_constant_warnings(_one_layer(slow, 3, n), NIR, DT)
+    (w,) = time_constant_warnings(_one_layer(slow, 3, n), NIR, DT)
     assert w.startswith("out: tau/dt = 2e+04") and "--convention and --dt" in w
-    assert _time_constant_warnings(_one_layer(_lif(n), 3, n), NIR, DT) == []
+    assert time_constant_warnings(_one_layer(_lif(n), 3, n), NIR, DT) == []
 
 
 def test_every_offending_node_is_named_in_one_refusal() -> None:
@@ -364,7 +412,7 @@ def test_per_neuron_time_constants_in_a_recurrent_layer_are_refused_for_fixed_on
 
 
 def test_rockpool_io_types_and_dt_are_recovered() -> None:
-    from lrfdyn.sim.interop import _dt_from_r, io_types_fixed
+    from lrfdyn.sim.nir_input import dt_from_r, io_types_fixed
 
     n, dt, tau = 3, 1e-3, 0.02
     cuba = nir.CubaLIF(tau_syn=np.full(n, 0.005), tau_mem=np.full(n, tau),
@@ -380,7 +428,7 @@ def test_rockpool_io_types_and_dt_are_recovered() -> None:
     assert list(fixed_g.nodes["output"].output_type["output"]) == [n]
     assert notes[0] == "input: its type (1, 25, 4) holds a batch (and time) axis; " \
         "read as (4,)"
-    assert _dt_from_r(fixed_g) == pytest.approx(dt, rel=1e-5)
+    assert dt_from_r(fixed_g) == pytest.approx(dt, rel=1e-5)
 
 
 def test_a_file_with_batch_axes_in_its_io_types_is_read(tmp_path) -> None:

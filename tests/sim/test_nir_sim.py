@@ -258,7 +258,7 @@ def test_an_unknown_convention_is_one_clear_error() -> None:
 
 
 def test_dt_comes_from_the_graph_else_from_the_convention() -> None:
-    from lrfdyn.loihi.lower import wire
+    from lrfdyn.loihi.wiring import wire
 
     node = nir.LIF(tau=np.full(2, 1e-3), r=np.ones(2), v_leak=np.zeros(2),
                    v_threshold=np.ones(2), v_reset=np.zeros(2))
@@ -328,3 +328,88 @@ def test_spikingjelly_fires_at_the_threshold_itself() -> None:
     assert _run_neuron(node, x, CONVENTIONS["spikingjelly"]).ravel().tolist() == [1, 1, 1]
     strict = simulate_nir(_chain((1,), node, dt=1e-4), x, NIR)["n0"]  # NIR's v > v_th
     assert strict.ravel().tolist() == [0, 1, 0]
+
+
+# ---------------------------------------------------------------- conv + pooling CNN (issue 26)
+
+
+def cnn_pool_graph(rng: np.random.Generator) -> nir.NIRGraph:
+    """Conv2d → LIF → AvgPool2d → Conv2d (padded) → IF → SumPool2d → Flatten → Affine →
+    CubaLIF on (2, 8, 8): the shape of snnTorch's and Sinabs' exported CNNs. A padded
+    conv cannot compose with the pooling before it, so the lowering keeps that pooling
+    as a relay group (which the float simulation once stepped as a neuron)."""
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 8, 8])}),
+        "conv1": nir.Conv2d(input_shape=(8, 8), weight=rng.normal(0.0, 0.4, (4, 2, 3, 3)),
+                            bias=np.full(4, 0.1), stride=1, padding=1, dilation=1, groups=1),
+        "lif": nir.LIF(tau=np.full((4, 8, 8), 3 * DT), r=np.full((4, 8, 8), 2.0),
+                       v_leak=np.zeros((4, 8, 8)), v_threshold=np.ones((4, 8, 8)),
+                       v_reset=np.zeros((4, 8, 8))),
+        "avg": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                             padding=np.array([0, 0])),
+        "conv2": nir.Conv2d(input_shape=(4, 4), weight=rng.normal(0.0, 0.5, (4, 4, 3, 3)),
+                            bias=np.zeros(4), stride=1, padding=1, dilation=1, groups=1),
+        "if": nir.IF(r=np.full((4, 4, 4), 400.0), v_threshold=np.ones((4, 4, 4)),
+                     v_reset=np.zeros((4, 4, 4))),
+        "sum": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                             padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([4, 2, 2])}),
+        "aff": nir.Affine(weight=rng.normal(0.0, 0.5, (5, 16)), bias=np.full(5, 0.05)),
+        "cuba": _cuba(5),
+        "output": nir.Output(output_type={"output": np.array([5])}),
+    }
+    seq = list(nodes)
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(seq, seq[1:])), metadata={"dt": DT},
+                        type_check=False)
+
+
+def test_conv_pool_cnn_equals_torch_and_the_equations_layer_by_layer() -> None:
+    """Each layer against torch's conv/pool ops and the neuron equations written out
+    here, applied to the previous layer's spikes over all steps at once."""
+    from lrfdyn.loihi.wiring import wire
+
+    g = cnn_pool_graph(np.random.default_rng(5))
+    assert [p.name for p in wire(g, NIR, timesteps=1).groups if p.dynamics is None] == ["avg"]
+    b, t = 2, 20
+    x = (np.random.default_rng(3).random((b, t, 2 * 8 * 8)) < 0.5).astype(np.float64)
+    got = simulate_nir(g, x)
+
+    def per_step(op, s: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        out = op(torch.tensor(s.reshape((b * t, *shape))))
+        return out.reshape(b, t, -1).numpy()
+
+    n = g.nodes
+    conv = lambda name: lambda z: F.conv2d(z, torch.tensor(n[name].weight),  # noqa: E731
+                                           torch.tensor(n[name].bias), padding=1)
+    lif = _euler(per_step(conv("conv1"), x, (2, 8, 8)), 1 / 3, 2 / 3, 1.0)
+    pooled = per_step(lambda z: F.avg_pool2d(z, 2), lif, (4, 8, 8))
+    spikes_if = _euler(per_step(conv("conv2"), pooled, (4, 4, 4)), 0.0, 0.4, 1.0)
+    summed = per_step(lambda z: F.avg_pool2d(z, 2) * 4, spikes_if, (4, 4, 4))
+    current = summed @ n["aff"].weight.T + n["aff"].bias
+    i = v = np.zeros((b, 5))
+    cuba = []
+    for k in range(t):  # _cuba: dt/tau_syn = 1/2, dt/tau_mem = 1/4, r = 2, w_in = 1.5
+        i = i + 0.5 * (-i + 1.5 * current[:, k])
+        v = v + 0.25 * (-v + 2.0 * i)
+        cuba.append(v > 0.3)
+        v = np.where(cuba[-1], 0.0, v)
+    for name, want in (("lif", lif), ("if", spikes_if), ("cuba", np.stack(cuba, axis=1))):
+        assert 0 < want.sum() < want.size, name  # every layer spikes, none saturates
+        np.testing.assert_array_equal(got[name], want.astype(np.float64), err_msg=name)
+    assert set(got) == {"lif", "if", "cuba"}  # the relayed pooling is no neuron node
+
+
+def test_neuron_state_steps_purely_and_a_ternary_node_fires_both_ways() -> None:
+    """:class:`NeuronState` is the public step every float executor shares."""
+    from lrfdyn.loihi.neurons import Dynamics
+    from lrfdyn.sim.nir_sim import NeuronState
+
+    d = Dynamics(gain=1.0, dv=0.5, v_th=1.0, bias=np.zeros(3), ternary=True)
+    s0 = NeuronState.zeros(1, 3)
+    out, s1 = s0.step(np.array([[1.5, -1.5, 0.5]]), d)
+    assert out.tolist() == [[1.0, -1.0, 0.0]] and s1.v.tolist() == [[0.0, 0.0, 0.5]]
+    assert s0.v.tolist() == [[0.0, 0.0, 0.0]]  # the old state is untouched
+    mid = s1.integrate(np.array([[0.0, 0.0, 0.9]]), d)
+    assert mid.v.tolist() == [[0.0, 0.0, 0.25 + 0.9]]  # before the threshold and reset
+    out, s2 = mid.fire(d)
+    assert out.tolist() == [[0.0, 0.0, 1.0]] and s2.v[0, 2] == 0.0

@@ -18,7 +18,8 @@ import torch
 from lrfdyn.errors import ValidationError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.layers import ConvMap
-from lrfdyn.loihi.lower import InputSpec, LoweredNetwork, NeuronGroup, RelayParams, SynapseSpec
+from lrfdyn.loihi.ir import (BIAS_SOURCE, PHASE_SOURCE, ClockSource, bias_offset, InputSpec, LoweredNetwork, NeuronGroup,
+                             RelayParams, SynapseSpec)
 from lrfdyn.sim.reference import SynapseLayer, _payload_bounds, check_samples, int_type, \
     readout, run_reference, synapse_layers
 
@@ -60,7 +61,7 @@ def _independent(net: LoweredNetwork, x: np.ndarray, steps: int) -> dict[str, np
     def value(src, when):
         if when < 0:
             return None
-        if src.startswith("bias"):
+        if bias_offset(src) is not None:
             return np.ones((n, 1), np.int64)
         if src == net.input.name:
             if when >= net.input.timesteps:
@@ -125,7 +126,7 @@ def _net(T=5) -> LoweredNetwork:
                     num_message_bits=24),
         SynapseSpec("a->a", "a", "a", np.array([[0, -30, 0], [12, 0, 0], [0, 0, -50]]), 0,
                     recurrent=True),
-        SynapseSpec("a.bias", "bias", "a", np.array([[6], [0], [-4]]), 2),
+        SynapseSpec("a.bias", BIAS_SOURCE, "a", np.array([[6], [0], [-4]]), 2),
         SynapseSpec("a->r", "a", "r", np.array([[200, 0, 0], [0, 100, 0], [0, 0, 254]]), 0),
         SynapseSpec("r->b", "r", "b", sp.csr_matrix(np.array([[3, 0, 5], [0, -8, 2]])), 0,
                     num_message_bits=24),
@@ -202,7 +203,7 @@ def test_inputs_callback_feeds_a_group():
     seen = []
 
     def feed(visible):
-        seen.append(sorted(visible))
+        seen.append(sorted(map(str, visible)))
         return np.full((2, 2), 3, np.int64) * visible["input"][:, :2]
 
     x = np.array([[1, 2, 0, 0], [0, 1, 1, 1]])
@@ -214,7 +215,7 @@ def test_inputs_callback_feeds_a_group():
             for t in range(4):
                 s, u, v = _loihi_step(u, v, 3 * int(x[i, j]), 1000, 300, 8, True)
                 assert got["b"][i, t, j] == s
-    assert seen[0] == ["a", "bias", "input", "r"]
+    assert seen[0] == ["a", "bias", "input", "r"]  # the bias source under its label
 
 
 def _conv_net(weights, payload_levels, x_max):
@@ -304,8 +305,9 @@ def test_diagonal_conv_is_a_broadcast():
 
 def test_payload_bounds():
     net = _net()
-    net.synapses.append(SynapseSpec("o.bias", "bias@64", "b", np.array([[1], [1]]), 0))
-    assert _payload_bounds(net) == {"input": 15.0, "bias": 1.0, "bias@64": 1.0, "a": 1.0,
+    late = ClockSource("bias", 64)
+    net.synapses.append(SynapseSpec("o.bias", late, "b", np.array([[1], [1]]), 0))
+    assert _payload_bounds(net) == {"input": 15.0, BIAS_SOURCE: 1.0, late: 1.0, "a": 1.0,
                                     "r": float(1 << 23), "b": 1.0, "o": float(1 << 23)}
     net.input.levels = 0
     assert _payload_bounds(net)["input"] == 1.0
@@ -487,7 +489,7 @@ def test_a_product_neuron_multiplies_its_two_inputs():
     groups = {"p": NeuronGroup("p", 1, RelayParams(1, shifter=True), latency=1,
                                spiking=False, kind="relay")}
     syn = [SynapseSpec("in->p", "input", "p", np.array([[5]]), 0, num_message_bits=24),
-           SynapseSpec("p.unit", "bias", "p", sp.csr_matrix(np.array([[3]])), 0,
+           SynapseSpec("p.unit", BIAS_SOURCE, "p", sp.csr_matrix(np.array([[3]])), 0,
                        port="a_in2")]
     net = LoweredNetwork(InputSpec("input", 1, 15, 2), groups, syn, "p", 1e-3)
     got = run_reference(net, np.array([[7], [0]]), 2)["p"]
@@ -500,7 +502,7 @@ def test_a_phase_gates_a_product_neuron_step_by_step():
     groups = {"p": NeuronGroup("p", 1, RelayParams(0, shifter=True), latency=1,
                                spiking=False, kind="relay")}
     syn = [SynapseSpec("in->p", "input", "p", np.array([[2]]), 0, num_message_bits=24),
-           SynapseSpec("p.gate", "phase", "p", sp.csr_matrix(np.array([[1, 0]])), 0,
+           SynapseSpec("p.gate", PHASE_SOURCE, "p", sp.csr_matrix(np.array([[1, 0]])), 0,
                        port="a_in2")]
     net = LoweredNetwork(InputSpec("input", 1, 15, 4), groups, syn, "p", 1e-3)
     net.phases = np.array([[1, 0], [0, 1], [1, 0], [0, 1]])

@@ -10,13 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import (
-    InputSpec,
-    LoweredNetwork,
-    NeuronGroup,
-    RelayParams,
-    SynapseSpec,
-)
+from lrfdyn.loihi.ir import (BIAS_SOURCE, ClockSource, InputSpec, LoweredNetwork, NeuronGroup,
+                             RelayParams, SynapseSpec)
 from lrfdyn.sim.report import (
     LayerStats,
     Mismatch,
@@ -48,7 +43,7 @@ def _net() -> LoweredNetwork:
         SynapseSpec("in->a", "input", "a", np.array([[2, 0, 4], [0, 0, 6]]), 0,
                     num_message_bits=8),
         SynapseSpec("a->b", "a", "b", np.array([[1, 1], [0, 1]]), 0, delay=2),
-        SynapseSpec("a.bias", "bias", "a", np.array([[10], [0]]), 0),
+        SynapseSpec("a.bias", BIAS_SOURCE, "a", np.array([[10], [0]]), 0),
         SynapseSpec("a->r", "a", "r", sp.csr_matrix(np.array([[3, 0], [0, 0], [0, 5]])), 0),
     ]
     return LoweredNetwork(InputSpec("input", 3, 255, 4), groups, syn, "b", 1e-3)
@@ -67,9 +62,9 @@ def test_memory_bits_by_hand():
     # state: a, b: 2 neurons x (u, v) x 24 = 96 each; relay r: 3 x 24 = 72.
     # synapses: in->a 6 weights x 8 + 2 dst x 1 slot x 24 (graded) = 96
     #           a->b  4 x 8 + 2 x 3 slots x 16 = 128
-    #           bias  2 x 8 + 2 x 1 x 16 = 48
+    #           bias  2 x 8, undelayed from a clock source: no buffer of its own = 16
     #           a->r  2 nnz x 8 + 3 x 1 x 16 = 64
-    assert memory_bits(net) == (96 + 96 + 72, 96 + 128 + 48 + 64)
+    assert memory_bits(net) == (96 + 96 + 72, 96 + 128 + 16 + 64)
 
 
 def test_source_events_of_bias_input_and_group():
@@ -89,7 +84,7 @@ def test_source_events_of_bias_input_and_group():
 
 def test_source_events_of_a_later_bias_copy():
     net = _net()
-    s = SynapseSpec("a.bias@64", "bias@64", "a", np.array([[1], [1]]), 0)
+    s = SynapseSpec("a.late_bias", ClockSource("bias", 64), "a", np.array([[1], [1]]), 0)
     got = source_events(net, s, {}, np.zeros((3, 3), np.int64), 5)
     assert got.shape == (1,) and got.tolist() == [15]
 
@@ -97,7 +92,7 @@ def test_source_events_of_a_later_bias_copy():
 def test_source_events_of_a_phase_source_and_of_a_per_step_input():
     net = _net()
     net.phases = np.array([[1, 0], [0, 1], [1, 0], [0, 1], [1, 1]])  # 5 phase rows
-    s = SynapseSpec("r.gate", "phase@2", "r", np.ones((3, 2), np.int64), 0)
+    s = SynapseSpec("r.gate", ClockSource("phase", 2), "r", np.ones((3, 2), np.int64), 0)
     # the first T = 4 rows: phase 0 twice, phase 1 twice; 3 samples
     assert source_events(net, s, {}, np.zeros((3, 3), np.int64), 4).tolist() == [6, 6]
     assert source_events(net, s, {}, np.zeros((3, 3), np.int64), 3).tolist() == [6, 3]

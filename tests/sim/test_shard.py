@@ -162,3 +162,96 @@ def test_dendritic_workers_report_equals_the_single_run(tiny_lrf_dyn, network) -
     a.pop("timings"), b.pop("timings")
     assert a == b and one.mismatches == 0
     assert sum(ticks) == len(x)
+
+
+# ---------------------------------------------------------------- the one dendritic network
+
+
+def _comparable_dendritic(report) -> dict:
+    d = report.to_dict()
+    d.pop("timings")
+    return d
+
+
+def _faked_network_run(dn, x, **_):
+    """A run of the one dendritic network that records what its reference computes, except
+    the faults each sample asks for with a 255 in its first pixels: pixel 0, a value of the
+    first group at a step other than its updates; pixel 1, a wrong update of that group."""
+    from lrfdyn.loihi.dendritic_network import DESER
+    from lrfdyn.sim.dendritic_network import NetworkRun, network_reference
+
+    ref = network_reference(dn, x)
+    phase, full = {}, {}
+    for name in dn.groups:
+        want = ref.hybrid.spikes[dn.repeats.get(name, name)]
+        phase[name] = want.reshape(-1, want.shape[-1]).astype(np.int32)
+    for plan in dn.streams:
+        phase[plan.proc(DESER)] = ref.z[plan.name].astype(np.int32)
+        for name, want in ref.streams[plan.name].items():
+            lead = np.zeros((plan.sigma, want.shape[-1]), np.int32)
+            full[name] = np.concatenate([lead, want.reshape(-1, want.shape[-1])])
+    phase = {k: np.concatenate([v, np.zeros((1, v.shape[1]), np.int32)])
+             for k, v in phase.items()}
+    first = phase[next(iter(dn.groups))]
+    for i, row in enumerate(np.asarray(x)):
+        first[-1, 0] += int(row[0] == 255)  # one off-phase value
+        if row[1] == 255:
+            first[i * dn.timesteps, 1] = 1 - first[i * dn.timesteps, 1]
+    counts = {"compartments": {p.name: p.block.k * p.block.d for p in dn.streams}}
+    return NetworkRun(phase, full, {}, counts, 0.0, 0.0, len(x) * dn.sample_steps)
+
+
+def test_merging_one_network_shards_gives_the_single_report(tiny_lrf_dyn, monkeypatch) -> None:
+    """Issue 26: the one dendritic network's report, merged from shards, is the single
+    run's: mismatch counts (off-phase values counted one by one, not as neurons that had
+    any) and the first mismatch in the check's order (an update before an off-phase value
+    of the same process, whatever shard each is in). Lava is replaced by a faked run."""
+    from lrfdyn.sim import dendritic_network
+    from lrfdyn.sim.shard import merge_dendritic
+    from lrfdyn.sim.streams import lower_both
+
+    monkeypatch.setattr(dendritic_network, "run_dendritic_network_lava", _faked_network_run)
+    net, blocks = lower_both(tiny_lrf_dyn[1])
+    x = np.random.default_rng(0).integers(0, 255, (3, net.input.size))
+    x[0, 0] = x[1, 0] = 255  # off-phase values in samples 0 and 1 (one shard each)
+    x[2, 1] = 255  # a wrong update in sample 2
+    y = np.arange(3) % 4
+
+    def run(a: int, b: int):
+        return dendritic_network.simulate_network(net, blocks, x[a:b], y[a:b], copies=1)
+
+    whole = run(0, 3)
+    merged = merge_dendritic([run(0, 1), run(1, 3)], [0, 1])
+    assert _comparable_dendritic(merged) == _comparable_dendritic(whole)
+    group = next(iter(whole.network["mismatches_by_process"]))
+    assert whole.network["mismatches_by_process"][group] == 3 == whole.mismatches
+    m = whole.first_mismatch
+    assert (m.process, m.sample, m.part) == (group, 2, "update")
+    x[2, 1] = 0  # off-phase values alone: the first names the run's count at its neuron
+    whole = run(0, 3)
+    merged = merge_dendritic([run(0, 1), run(1, 3)], [0, 1])
+    assert _comparable_dendritic(merged) == _comparable_dendritic(whole)
+    m = whole.first_mismatch
+    assert (m.process, m.sample, m.part, m.neuron, m.lava) == (group, -1, "off_phase", 0, 2)
+
+
+@pytest.mark.slow
+def test_one_network_shards_on_lava_merge_into_the_single_report(active_lrf_dyn) -> None:
+    """Issue 26 on Lava: the one dendritic network with its deserializer one step early
+    (every z off its phase, nothing carried into the next sample), run over 3 samples
+    and as shards of 1 and 2; the merged report is the single run's, field by field."""
+    from lrfdyn.sim.dendritic_network import simulate_network
+    from lrfdyn.sim.shard import merge_dendritic
+    from lrfdyn.sim.streams import lower_both
+
+    net, blocks = lower_both(active_lrf_dyn)
+    x = np.random.default_rng(0).integers(0, 256, (3, net.input.size))
+    y = np.arange(3) % 4
+
+    def run(a: int, b: int):
+        return simulate_network(net, blocks, x[a:b], y[a:b], deser_shift=-1, copies=1)
+
+    whole = run(0, 3)
+    merged = merge_dendritic([run(0, 1), run(1, 3)], [0, 1])
+    assert whole.mismatches > 0
+    assert _comparable_dendritic(merged) == _comparable_dendritic(whole)

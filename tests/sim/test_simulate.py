@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lrfdyn.errors import LavaRunError
-from lrfdyn.loihi.lower import BIAS_SOURCE, lower
+from lrfdyn.loihi.ir import BIAS_SOURCE
+from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.lava_run import run_lava
 from lrfdyn.sim.reference import run_reference
 from lrfdyn.sim.report import count_synops, first_mismatches
@@ -39,7 +40,10 @@ def test_shortcut_delay_and_bias_are_spike_exact(shortcut_graph) -> None:
     net = lower(shortcut_graph())
     delays = {s.name: s.delay for s in net.synapses}
     assert delays["input->l2"] == 1 and delays["input->l1"] == 0 and delays["l1->l2"] == 0
-    assert delays["l2.bias"] == net.groups["l2"].latency - 1 == 1
+    # the bias starts late instead of being delayed per neuron
+    (bias,) = [s for s in net.synapses if s.name == "l2.bias"]
+    assert bias.delay == 0 and bias.src == BIAS_SOURCE.later(net.groups["l2"].latency - 1)
+    assert net.groups["l2"].latency == 2
     assert any(s.src == BIAS_SOURCE for s in net.synapses)
     x = np.random.default_rng(1).integers(0, 256, (5, 12))
     run = run_lava(net, x)
@@ -84,7 +88,7 @@ def test_lowering_refuses_what_lava_would_fail_on_at_run_time() -> None:
     # Lava 0.10's runtime hangs when a ProcessModel raises mid-run (DelayDense with a
     # delay > 63 does), so lowering must catch such values before Lava sees them.
     from lrfdyn.errors import ValidationError
-    from lrfdyn.loihi.lower import SynapseSpec
+    from lrfdyn.loihi.ir import SynapseSpec
 
     with pytest.raises(ValidationError, match="delay 64 exceeds Loihi's maximum 63"):
         SynapseSpec(name="s", src="a", dst="b", weights=np.zeros((2, 2), np.int64),

@@ -59,7 +59,7 @@ def test_bn_calibration_false_keeps_the_momentum_average_and_is_validated(tmp_pa
     import pytest
 
     from lrfdyn.errors import ValidationError
-    from lrfdyn.validate import check_train_config
+    from lrfdyn.train.trainer import check_train_config
 
     cfg = TrainConfig(data="digits", arch="spikformer", epochs=1, bn_calibration=False,
                       model={"attention": "ssa"}, out=str(tmp_path))

@@ -1,4 +1,4 @@
-"""LRF-Dyn dendritic dynamics as pure functions (DESIGN.md §1, §4).
+"""LRF-Dyn dendritic dynamics as pure functions (docs/design.md §4).
 
 Every channel c of a d-channel token stream owns k dendritic compartments
 ``x ∈ R^k``. Over the token index n = 0…N−1 (raster order over the token grid)::

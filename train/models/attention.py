@@ -1,4 +1,4 @@
-"""Spiking self-attention variants with one interface, selected by name (DESIGN.md §1).
+"""Spiking self-attention variants with one interface, selected by name (docs/design.md §1.1).
 
 Every variant maps binary input spikes ``x (T, B, N, d)`` on an ``(H, W)`` token grid
 (N = H·W, raster order) to the *synaptic current* of its output projection,
@@ -153,7 +153,7 @@ def and_neuron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return spike_fn(a + b - AND_THRESHOLD)
 
 
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """``(..., N, d) → (..., h, N, d/h)``."""
     *lead, n, d = x.shape
     return x.reshape(*lead, n, heads, d // heads).transpose(-3, -2)
@@ -169,7 +169,7 @@ def linear_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float
 ) -> torch.Tensor:
     """Per head ``Q·(Kᵀ·V)·s`` on ``(..., N, d)`` tensors (Spikformer's order: O(N d²/h))."""
-    qh, kh, vh = (_split_heads(t, heads) for t in (q, k, v))
+    qh, kh, vh = (split_heads(t, heads) for t in (q, k, v))
     return _merge_heads(qh @ (kh.transpose(-2, -1) @ vh)) * scale
 
 
@@ -449,10 +449,10 @@ class A2OS2A(SpikingAttention):
     ) -> torch.Tensor:
         q, k, v = (self.spikes(n, x) for n in ("q", "k", "v"))
         h = self.cfg.heads
-        scores = _split_heads(q, h) @ _split_heads(k, h).transpose(-2, -1)  # (T, B, h, N, N)
+        scores = split_heads(q, h) @ split_heads(k, h).transpose(-2, -1)  # (T, B, h, N, N)
         weights = relu_spike(scores, self.cfg.a2os2a_theta, self.cfg.a2os2a_levels)
         state.update(q=q, k=k, v=v, weights=weights)
-        s, _ = self.attn_lif(_merge_heads(weights @ _split_heads(v, h)) * self.cfg.scale)
+        s, _ = self.attn_lif(_merge_heads(weights @ split_heads(v, h)) * self.cfg.scale)
         return s
 
 

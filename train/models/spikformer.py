@@ -21,7 +21,7 @@ synaptic inputs that drove the previous neuron of the stream) plus the branch's
 output current (its final Linear/Conv + BN). On hardware this is plain synaptic
 summation: the neuron after branch l has synapses from the stem's last conv and from
 every earlier branch's output layer, all fed by binary spikes, with latencies
-equalized by delays (DESIGN.md §3.5). Spike tensors are never added, every tensor
+equalized by delays (docs/design.md §3.5). Spike tensors are never added, every tensor
 between neurons is binary (A²OS²A's ternary/multi-level values stay inside its
 attention), and every BN folds into the weights before it.
 

@@ -2,7 +2,7 @@
 
 ``lava.lib.dl.netx.hdf5.Network`` is the loader Loihi 2 deployments use. Writing
 the same integers into its format and running it beside lrfdyn's own Lava build
-is an independent check of the lowering (``tests/export/test_netx.py``).
+is an independent check of the lowering (``tests/loihi/test_netx.py``).
 
 What netx can express, and how each lrfdyn field maps (lava-dl 0.6.0,
 ``netx/hdf5.py`` and ``netx/blocks/process.py``):
@@ -72,7 +72,7 @@ import scipy.sparse as sp
 from lrfdyn.errors import UnsupportedNodeError
 from lrfdyn.io import write_with
 from lrfdyn.loihi import fixed
-from lrfdyn.loihi.lower import BIAS_SOURCE, LOWERING_VERSION, LoweredNetwork, SynapseSpec
+from lrfdyn.loihi.ir import LOWERING_VERSION, LoweredNetwork, SynapseSpec, bias_offset
 
 #: Format note written into the file's attributes.
 NETX_FORMAT = "lava-dl netx hdf5 (lava-dl 0.6.0), written by lrfdyn"
@@ -99,7 +99,7 @@ def input_synapses(net: LoweredNetwork) -> list[SynapseSpec]:
     """The synapses the netx file leaves to the caller (graded mode), else ``[]``.
 
     In graded mode they are the first group's incoming synapses (from the input and
-    from :data:`BIAS_SOURCE`, which spikes every step); connect each, as a Lava
+    from the bias source, which spikes every step from its start); connect each, as a Lava
     ``Dense`` with its ``weight_exp`` and ``num_message_bits``, to
     ``network.layers[0].neuron.a_in`` of the loaded netx network.
     """
@@ -119,8 +119,8 @@ def _chain(net: LoweredNetwork) -> list[tuple[str, SynapseSpec, SynapseSpec | No
     prev = net.input.name
     for name, group in net.groups.items():
         inc = net.incoming(name)
-        data = [s for s in inc if s.src != BIAS_SOURCE]
-        bias = [s for s in inc if s.src == BIAS_SOURCE]
+        data = [s for s in inc if bias_offset(s.src) is None]
+        bias = [s for s in inc if bias_offset(s.src) is not None]
         if len(data) != 1 or data[0].src != prev or data[0].delay != 0 or len(bias) > 1:
             raise _refuse(
                 f"{name} is not fed by exactly one undelayed synapse from {prev!r}; netx "
@@ -260,7 +260,7 @@ def write_netx(net: LoweredNetwork, path: str | os.PathLike[str]) -> Path:
                 _neuron(h, layer["params"])
             for syn in external:
                 g = f.create_group(f"lrfdyn/input_synapses/{syn.name}")
-                g.attrs["src"] = syn.src
+                g.attrs["src"] = str(syn.src)
                 g.attrs["weight_exp"] = syn.weight_exp
                 g.attrs["num_message_bits"] = syn.num_message_bits
                 g.create_dataset("weight", data=_dense(syn.weights).astype(np.int32))

@@ -1,7 +1,7 @@
 """Cross-check of the lowering against Intel's own loader, lava-dl netx.
 
 A small chain (64 → 32 → 16 → 10 LIF, T = 6) is lowered from a hand-built NIR
-graph, written by :func:`lrfdyn.export.netx.write_netx`, loaded with
+graph, written by :func:`lrfdyn.loihi.netx.write_netx`, loaded with
 ``lava.lib.dl.netx.hdf5.Network`` and run in Lava ``fixed_pt``. Its spikes must
 equal lrfdyn's own Lava run (:func:`lrfdyn.sim.lava_run.run_lava`) and the
 integer reference (:func:`lrfdyn.sim.reference.run_reference`) at every step.
@@ -16,7 +16,7 @@ those steps carry no input of the sample and are checked to be empty on the
 lrfdyn side only.
 
 Biases: netx's neuron bias acts from step 1; loaded with netx's own periodic
-reset (:func:`lrfdyn.export.netx.loader_kwargs`) it equals lrfdyn's delayed bias
+reset (:func:`lrfdyn.loihi.netx.loader_kwargs`) it equals lrfdyn's delayed bias
 synapse exactly, and a control run without that reset differs. Graded 8-bit
 pixels (weight_exp = -8) have no netx synapse; the file then starts at the first
 group's neuron and the pixel and bias synapses run as plain Lava Dense outside it.
@@ -33,9 +33,10 @@ import pytest
 
 import lrfdyn.loihi.compat  # noqa: F401  (must precede every lava import)
 from lrfdyn.errors import UnsupportedNodeError
-from lrfdyn.export.netx import input_synapses, loader_kwargs, write_netx
+from lrfdyn.loihi.netx import input_synapses, loader_kwargs, write_netx
 from lrfdyn.loihi.build import input_schedule
-from lrfdyn.loihi.lower import BIAS_SOURCE, LoweredNetwork, lower
+from lrfdyn.loihi.ir import BIAS_SOURCE, LoweredNetwork
+from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.lava_run import run_lava
 from lrfdyn.sim.reference import run_reference
 

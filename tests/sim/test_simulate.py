@@ -133,3 +133,38 @@ def test_networks_that_cannot_drain_are_reset_and_stay_exact(make_shortcut_graph
     alone = run_lava(net, x[2:]).spikes
     assert all(np.array_equal(run.spikes[g][2], alone[g][0]) for g in net.groups)
     assert build_lava(net, x[:1]).drain == 0
+
+
+def test_nodes_named_like_sources_are_groups_and_run_spike_exact() -> None:
+    """Identity is typed, not named (issue 26): LIF nodes called ``bias`` and ``bias@1``
+    are groups like any other, and the clock sources that feed their biases are not
+    confused with them (this once failed in ``assign_latencies``)."""
+    import nir
+
+    from lrfdyn.loihi.ir import BIAS_SOURCE, ClockSource
+
+    def lif(n):
+        return nir.LIF(tau=np.full(n, 2e-3), r=np.ones(n), v_leak=np.zeros(n),
+                       v_threshold=np.ones(n), v_reset=np.zeros(n))
+
+    rng = np.random.default_rng(0)
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}),
+             "fc": nir.Affine(weight=rng.uniform(0.3, 0.8, (3, 4)),
+                              bias=np.array([0.3, 0.0, -0.1])),
+             "bias": lif(3),
+             "fc2": nir.Affine(weight=rng.normal(1.0, 0.5, (2, 3)), bias=np.array([0.2, 0.1])),
+             "bias@1": lif(2), "output": nir.Output(output_type={"output": np.array([2])})}
+    edges = [("input", "fc"), ("fc", "bias"), ("bias", "fc2"), ("fc2", "bias@1"),
+             ("bias@1", "output")]
+    net = lower(nir.NIRGraph(nodes=nodes, edges=edges,
+                             metadata={"dt": 1e-3, "timesteps": 6, "input_levels": 255}))
+    assert list(net.groups) == ["bias", "bias@1"]
+    src = {s.name: s.src for s in net.synapses}
+    assert src["bias->bias@1"] == "bias" and src["bias.bias"] == BIAS_SOURCE
+    assert src["bias@1.bias"] == ClockSource("bias", 1) and net.bias_sources == \
+        [BIAS_SOURCE, ClockSource("bias", 1)]
+    x = rng.integers(0, 256, (4, 4))
+    ref = run_reference(net, x, net.steps_per_sample(), lava_window=True)
+    assert all(ref[g].any() for g in net.groups)
+    counts, first = first_mismatches(run_lava(net, x).spikes, ref, net)
+    assert first is None and sum(counts.values()) == 0, first

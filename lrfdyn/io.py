@@ -108,6 +108,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def input_file(path: str | os.PathLike[str], what: str, hint: str,
+               error: type[Exception]) -> Path:
+    """``path`` as a Path when it names an existing file; else ``error`` in one line
+    (an empty path, a folder, a missing file) ending in ``hint``, e.g. how to make one."""
+    if str(path) == "":
+        raise error(f"the {what} path is empty; {hint}")
+    path = Path(path)
+    if not path.is_file():
+        found = f"a folder, not a {what}" if path.is_dir() else f"no such {what}"
+        raise error(f"{path}: {found}; {hint}")
+    return path
+
+
 def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> Path:
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -61,22 +61,6 @@ def lrf_offsets(grid: tuple[int, int], dilations: tuple[int, ...]) -> set[tuple[
             for b in (-1, 0, 1)}
 
 
-def attention_steps(row: str, *, token: str = "v", gate: str = "none") -> int:
-    """Groups (Lava steps) between a block's input and its projection: LRF-Dyn's
-    q/k/v LIFs, [AND neuron u], dendrite relay y, shifter, attention LIF, [gate]; SSA's
-    q/k/v LIFs and its attention LIF (a lower bound: the product in one step)."""
-    if row.startswith("lrf_dyn"):
-        return 4 + (token == "kv") + (gate == "q")
-    return 2
-
-
-def block_steps(row: str, *, blocks: int, token: str = "v", gate: str = "none") -> int:
-    """Lava steps one block adds: its attention, then the projection relay, the
-    attention output LIF, the MLP hidden LIF, the MLP output relay (a relay because the
-    membrane shortcut feeds it to every later block) and the block output LIF."""
-    return attention_steps(row, token=token, gate=gate) + 4 + (blocks > 1)
-
-
 def analytic(row: str, *, d: int, grid: tuple[int, int], heads: int, k: int = 8,
              dilations: tuple[int, ...] = (3, 5), blocks: int = 1, token: str = "v",
              gate: str = "none", token_latency: int = 4, **_: Any) -> Memory:
@@ -103,9 +87,9 @@ def analytic(row: str, *, d: int, grid: tuple[int, int], heads: int, k: int = 8,
       lowering holds every ternary product Q·K and every R·V as a graded neuron, d·N²
       of each, see :func:`a2os2a_neurons`).
 
-    ``token_latency`` is the latency of the tokens group (the stem's depth); biases
-    are delayed to their group's latency, so their buffers grow with it (modulo 64,
-    see :func:`_bias`). Every bias is counted as present, as in a trained network.
+    ``token_latency`` (the stem's depth) is accepted for the table's scale but no longer
+    enters: biases start at their group's latency from shared sources and hold no delay
+    buffer (:func:`_bias`). Every bias is counted as present, as in a trained network.
     """
     if row not in ROWS:
         raise ValueError(f"unknown memory row {row!r}; choose one of {ROWS}")
@@ -115,12 +99,10 @@ def analytic(row: str, *, d: int, grid: tuple[int, int], heads: int, k: int = 8,
     dyn = row.startswith("lrf_dyn")
     kv = int(dyn and token == "kv")
     q_gate = dyn and gate == "q"
-    step = block_steps(row, blocks=blocks, token=token, gate=gate)
     kinds = ("q", "k", "v") if not dyn else ("v",) + (("k",) if kv else ()) + \
         (("q",) if q_gate else ())
     total = Memory()
-    for b in range(blocks):
-        lat = token_latency + b * step  # latency of the block's input group
+    for _ in range(blocks):
         mem = Memory()
         for _ in kinds:  # spike generators: LIF, 1×1 conv, bias
             mem = mem + Memory(state=_lif(nd)) + _layer(nd, d * d) + _bias(nd)

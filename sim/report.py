@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from lrfdyn.loihi import fixed
 from lrfdyn.loihi.ir import LOWERING_VERSION, LoweredNetwork, SynapseSpec, bias_offset, phase_offset
 
 

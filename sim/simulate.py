@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import nir
 import numpy as np
 
 from lrfdyn.errors import NIRFileError
+from lrfdyn.io import input_file
 from lrfdyn.nir_types import check_endpoints, check_graph, with_group_types
 from lrfdyn.loihi.ir import LoweredNetwork
 from lrfdyn.loihi.lower import lower
@@ -26,12 +26,7 @@ from lrfdyn.sim.report import (
 
 def read_graph(path: str | os.PathLike[str]) -> nir.NIRGraph:
     """Read a NIR file, turning every way it can be unreadable into one clear error."""
-    if str(path) == "":
-        raise NIRFileError("the NIR file path is empty; give a file written by `lrfdyn export`")
-    path = Path(path)
-    if not path.is_file():
-        what = "a folder, not a NIR file" if path.is_dir() else "no such NIR file"
-        raise NIRFileError(f"{path}: {what}; write one with `lrfdyn export`")
+    path = input_file(path, "NIR file", "write one with `lrfdyn export`", NIRFileError)
     try:
         raw = nir.read(path, type_check=False)
         # nir's type inference adds Input nodes to dangling graphs: check the file's own.

@@ -28,7 +28,7 @@ from lrfdyn.errors import LoihiRangeError
 from lrfdyn.loihi import fixed
 from lrfdyn.loihi.dendritic import (COMPARTMENTS, PROD, Z, DendriticBlock, lower_dendritic,
                                     source_data)
-from lrfdyn.loihi.ir import BIAS_SOURCE, LoweredNetwork
+from lrfdyn.loihi.ir import LoweredNetwork
 from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.reference import run_reference
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lrfdyn.errors import CheckpointError, FormatVersionError
-from lrfdyn.io import write_with
+from lrfdyn.io import input_file, write_with
 from lrfdyn.train.checks import check_checkpoint_payload
 from lrfdyn.train.models import build_model, model_config
 
@@ -58,12 +58,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, safely."""
-    if str(path) == "":
-        raise CheckpointError("the checkpoint path is empty; give a checkpoint.pt")
-    path = Path(path)
-    if not path.is_file():
-        what = "a folder, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
-        raise CheckpointError(f"{path}: {what}; train one with `lrfdyn train`")
+    path = input_file(path, "checkpoint file", "train one with `lrfdyn train`", CheckpointError)
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles on stderr: one line only
             warnings.simplefilter("ignore")

@@ -8,7 +8,6 @@ import sys
 
 import nir
 import numpy as np
-import pytest
 import torch
 
 from lrfdyn.sim.simulate import read_graph

@@ -95,7 +95,6 @@ def _small_config(tmp_path: Path) -> tuple[Path, Path]:
 def test_epochs_0_writes_an_untrained_checkpoint_without_data_and_exports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import nir
 
     from lrfdyn.train import data as data_module
     from lrfdyn.train.checkpoint import load_checkpoint

@@ -49,23 +49,26 @@ MAX_COPIES = 32
 DENSE_LIMIT = 1 << 22
 
 
+def copies_for(neurons: int, samples: int | None = None, *, budget: int = NEURON_BUDGET,
+               limit: int = MAX_COPIES) -> int:
+    """The one copy-count rule: as many copies of a network of ``neurons`` as fit
+    ``budget`` neurons, at most ``limit`` and at most ``samples``, at least 1."""
+    k = max(1, min(limit, budget // max(neurons, 1)))
+    return k if samples is None else min(k, max(1, samples))
+
+
 def choose_copies(net: LoweredNetwork, samples: int | None = None, *,
                   budget: int = NEURON_BUDGET, limit: int = MAX_COPIES) -> int:
-    """Copies per Lava network for ``net``: as many as fit ``budget`` neurons, at most
-    ``limit`` and at most ``samples``, at least 1."""
+    """Copies per Lava network for ``net`` (:func:`copies_for` of its neurons and input)."""
     neurons = sum(g.size for g in net.groups.values()) + net.input.size
-    k = max(1, min(limit, budget // max(neurons, 1)))
-    if samples is not None:
-        k = min(k, max(1, samples))
-    return k
+    return copies_for(neurons, samples, budget=budget, limit=limit)
 
 
 def choose_stream_copies(blocks, samples: int | None = None, *,
                          budget: int = NEURON_BUDGET, limit: int = MAX_COPIES) -> int:
     """Copies per stream network for dendritic ``blocks``, by the largest block's size."""
     neurons = max((sum(b.sizes().values()) for b in blocks), default=1)
-    k = max(1, min(limit, budget // max(neurons, 1)))
-    return k if samples is None else min(k, max(1, samples))
+    return copies_for(neurons, samples, budget=budget, limit=limit)
 
 
 def _tile_param(value, size: int, copies: int):

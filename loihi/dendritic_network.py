@@ -507,12 +507,9 @@ def choose_network_copies(dn: DendriticNetwork, samples: int | None = None) -> i
     """Copies of the one network per Lava run, sized like the parallel network's
     (:data:`lrfdyn.loihi.copies.NEURON_BUDGET` neurons, at most ``MAX_COPIES``, at most
     ``samples``); 1 where a layer cannot be copied."""
-    from lrfdyn.loihi.copies import MAX_COPIES, NEURON_BUDGET, fits_copies
+    from lrfdyn.loihi.copies import copies_for, fits_copies
 
-    if not fits_copies(dn.net):
-        return 1
-    k = max(1, min(MAX_COPIES, NEURON_BUDGET // max(network_neurons(dn), 1)))
-    return k if samples is None else min(k, max(1, samples))
+    return copies_for(network_neurons(dn), samples) if fits_copies(dn.net) else 1
 
 
 def copy_dendritic_network(dn: DendriticNetwork, copies: int) -> DendriticNetwork:

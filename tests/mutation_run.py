@@ -1,5 +1,5 @@
-"""``make mutation``: cosmic-ray's mutants of the core modules, each against a fast,
-targeted test selection; outside CI.
+"""``make mutation``: cosmic-ray's mutants of every module of loihi/ and sim/, each against
+a fast, targeted test selection; outside CI.
 
 Cosmic-ray writes each mutant into the module file itself, so the run mutates a private
 copy of the tree (``runs/mutation/tree``) that imports ``lrfdyn`` from itself, ahead of
@@ -9,16 +9,18 @@ For each module it builds cosmic-ray's work list (a reduced operator set: one sw
 arithmetic operator, boundary swaps of comparisons, numbers, booleans, and/or, unary
 signs, break/continue, zero-iteration loops), checks that the selection passes on the
 unmutated copy, then runs a seeded random sample of the mutants within a time budget,
-shared between modules. Results go to ``runs/mutation/<dir>.<module>.sqlite`` (e.g. ``loihi.lower.sqlite``;
-``cr-report`` reads them) and a summary to ``runs/mutation/summary.json`` and ``summary.md``.
+shared between modules. Results go to ``runs/mutation/<dir>.<module>.sqlite`` (e.g.
+``loihi.lower.sqlite``; ``cr-report`` reads them) and a summary to
+``runs/mutation/summary.json`` and ``summary.md``. A module's sample depends on the seed and
+the module only, not on which other modules ``--only`` names.
 
     python tests/mutation_run.py [--minutes 45] [--per-module N] [--only lower,report]
                                  [--selection unit|broad] [--seed S]
 
 Every module of ``loihi/`` (``loihi/processes/`` included) and ``sim/`` has an entry in
 :data:`TARGETS` and :data:`UNITS` (only ``loihi/__init__.py`` and ``sim/__init__.py``, which
-hold a docstring and nothing else, are left out), and
-a run without ``--only`` covers all of them. ``--only`` takes stems, paths or dotted
+hold a docstring and nothing else, are left out), and a run without ``--only`` covers all
+of them. ``--only`` takes stems, paths or dotted
 names (:func:`chosen`): ``--only sim/dendritic.py,loihi/processes/conv,ir``.
 """
 
@@ -186,14 +188,19 @@ TARGETS: dict[str, list[str]] = {
     ],
     "loihi/dendritic.py": [_DENDRITIC + "test_lava_streams_are_bit_exact"],
     "loihi/dendritic_network.py": [_MEMORY + "test_profile_memory_cli"],
-    "loihi/fine.py": [_INTEROP + "test_fixed_lava_equals_the_integer_reference_and_reports_agreement"],
+    "loihi/fine.py": [
+        _INTEROP + "test_fixed_lava_equals_the_integer_reference_and_reports_agreement",
+    ],
     "loihi/fixed.py": ["tests/sim/test_simulate.py::test_shortcut_delay_and_bias_are_spike_exact"],
     "loihi/float_lower.py": [
         _INTEROP + "test_float_lava_equals_the_nir_semantics_everywhere",
-        "tests/loihi/test_against_float.py::test_mlp_weights_are_the_float_weights_in_threshold_units",
+        "tests/loihi/test_against_float.py::"
+        "test_mlp_weights_are_the_float_weights_in_threshold_units",
     ],
     "loihi/graph.py": [*_INTEROP_UNITS],
-    "loihi/hardware.py": [_RESOURCES + "test_deploy_without_hardware_fails_in_one_line_within_a_second"],
+    "loihi/hardware.py": [
+        _RESOURCES + "test_deploy_without_hardware_fails_in_one_line_within_a_second",
+    ],
     "loihi/layers.py": [
         "tests/loihi/test_conv_model.py::test_connect_conv_maps_flat_torch_order_groups",
         _INTEROP + "test_a_cnn_whose_pooling_is_a_relay_runs_in_both_modes",
@@ -243,9 +250,13 @@ TARGETS: dict[str, list[str]] = {
         _DENDRITIC + "test_lava_streams_are_bit_exact",
         "tests/sim/test_dendritic_network.py::test_clocked_lif_updates_once_per_period_on_lava",
     ],
-    "sim/nir_input.py": [*_INTEROP_LAVA, _INTEROP + "test_cli_runs_a_graph_on_an_array_and_writes_the_output"],
+    "sim/nir_input.py": [
+        *_INTEROP_LAVA, _INTEROP + "test_cli_runs_a_graph_on_an_array_and_writes_the_output",
+    ],
     "sim/nir_sim.py": [_INTEROP + "test_float_lava_equals_the_nir_semantics_everywhere"],
-    "sim/per_neuron.py": [_INTEROP + "test_fixed_lava_equals_the_integer_reference_and_reports_agreement"],
+    "sim/per_neuron.py": [
+        _INTEROP + "test_fixed_lava_equals_the_integer_reference_and_reports_agreement",
+    ],
     "sim/plots.py": [_PROFILE + "test_profile_command_writes_beside_the_nir_file"],
     "sim/profile.py": ["tests/sim/test_profile.py"],
     "sim/shard.py": [
@@ -263,9 +274,13 @@ TARGETS: dict[str, list[str]] = {
 UNITS: dict[str, list[str]] = {
     "loihi/lower.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
     "loihi/ir.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
-    "loihi/wiring.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
-    "loihi/quantize.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
-    "loihi/schedule.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py"],
+    "loihi/wiring.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py",
+                        "tests/loihi/test_wiring_units.py"],
+    "loihi/quantize.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py",
+                          "tests/loihi/test_quantize_units.py"],
+    # test_layers runs a long delay's relays through the reference
+    "loihi/schedule.py": ["tests/loihi/test_lower_units.py", "tests/test_mutants.py",
+                          "tests/loihi/test_schedule_units.py", "tests/loihi/test_layers.py"],
     "loihi/neurons.py": ["tests/loihi/test_neurons_units.py"],
     "loihi/build.py": ["tests/loihi/test_build_units.py"],
     "sim/reference.py": ["tests/sim/test_reference_units.py", "tests/test_mutants.py"],
@@ -304,6 +319,7 @@ UNITS: dict[str, list[str]] = {
     # Lava (compat, the process models, lava_run) or is built for it (build, copies).
     "loihi/compat.py": ["tests/loihi/test_compat.py"],
     "loihi/copies.py": [
+        "tests/loihi/test_copies_units.py",
         _COPIES + "test_stacking_and_splitting_are_inverse",
         _COPIES + "test_copies_equal_single_samples_in_the_integer_reference",
         _COPIES + "test_copy_count_follows_the_network_size",
@@ -349,7 +365,9 @@ UNITS: dict[str, list[str]] = {
     # cpu_models picks the fast conv and sparse models: Lava's own conv gives zeros at 192
     # groups, and the sparse test compares the two.
     "loihi/processes/__init__.py": [
-        "tests/loihi/test_conv_model.py::test_depthwise_192_groups_work_where_lavas_own_conv_gives_zeros",
+        "tests/loihi/test_processes_units.py",
+        "tests/loihi/test_conv_model.py::"
+        "test_depthwise_192_groups_work_where_lavas_own_conv_gives_zeros",
         "tests/loihi/test_sparse_models.py",
     ],
     "loihi/processes/conv.py": ["tests/loihi/test_conv_model.py"],
@@ -365,8 +383,9 @@ UNITS: dict[str, list[str]] = {
     ],
     "loihi/processes/sparse.py": ["tests/loihi/test_sparse_models.py"],
     "loihi/resources.py": [*_RESOURCES_UNITS],
-    "sim/agreement.py": [*_INTEROP_LAVA],
+    "sim/agreement.py": ["tests/sim/test_agreement_units.py", *_INTEROP_LAVA],
     "sim/bits.py": [
+        "tests/sim/test_bits_units.py",
         _MEMORY + "test_dendritic_state_is_k_d_compartments_plus_relays",
         _MEMORY + "test_paper_scale_table",
         _MEMORY + "test_lowered_count_equals_lava_processes",
@@ -380,9 +399,10 @@ UNITS: dict[str, list[str]] = {
         _SIMULATE + "test_reset_between_samples_equals_a_fresh_network",
         _COPIES + "test_a_silent_copy_stays_silent_on_lava_while_its_neighbours_spike",
     ],
-    "sim/nir_input.py": [*_INTEROP_UNITS],
+    "sim/nir_input.py": ["tests/sim/test_nir_input_units.py", *_INTEROP_UNITS],
     "sim/nir_sim.py": ["tests/sim/test_nir_sim.py", "tests/test_mutants.py"],
-    "sim/per_neuron.py": [*_INTEROP_UNITS, *_INTEROP_LAVA],
+    "sim/per_neuron.py": ["tests/sim/test_per_neuron_units.py", *_INTEROP_UNITS,
+                          *_INTEROP_LAVA],
     "sim/plots.py": [_MEMORY + "test_profile_memory_cli"],
     "sim/profile.py": [
         _PROFILE + "test_synops_macs_and_memory_equal_a_hand_count",

@@ -475,7 +475,7 @@ def map_to_cores(net: LoweredNetwork, limits: Loihi2Limits = LOIHI2,
             cores=len(split.neurons) if group.size else 0,
             limited_by="memory" if by_memory > by_neurons else "neurons",
             inputs=[InputMapping(
-                name=s.name, src=s.src, kind=s.kind, weights=s.stored_weights,
+                name=s.name, src=str(s.src), kind=s.kind, weights=s.stored_weights,
                 synapses=int(w.sum()),
                 copies=round(int(w.sum()) / s.stored_weights, 3) if s.stored_weights else 0.0)
                 for s, w in zip(ins, split.per_input)],

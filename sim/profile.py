@@ -287,7 +287,7 @@ def _synapse_profile(net: LoweredNetwork, s: Any, x: np.ndarray,
     # What a dense ANN layer of the same connectivity would multiply-accumulate per step.
     macs = s.nnz if s.kind == "conv" else s.n_dst * s.n_src
     return SynapseProfile(
-        name=s.name, src=s.src, dst=s.dst, shape=[int(s.n_dst), int(s.n_src)],
+        name=s.name, src=str(s.src), dst=s.dst, shape=[int(s.n_dst), int(s.n_src)],
         nonzero_weights=int(fan_out.sum()), graded=bool(graded), events=int(events.sum()),
         synops=int(events @ fan_out),
         dense_macs=0 if clock_offset(s.src) is not None else int(macs * t_in * n),

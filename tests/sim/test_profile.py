@@ -106,6 +106,9 @@ def test_written_files_are_complete_and_atomic(digits_net, tmp_path) -> None:
     assert saved["version"] == 1 and saved["samples"] == len(x)
     assert saved["totals"]["synops"] == rep.synops
     assert saved["loihi2_resources"]["cores"] == len(net.groups)
+    # sources are labels in the files: a bias source reads "bias" or "bias@k"
+    srcs = {s["src"] for s in saved["synapses"]}
+    assert all(isinstance(v, str) for v in srcs) and "bias" in srcs
     assert not list((tmp_path / "prof").glob(".*.tmp"))  # no temporary left behind
     with pytest.raises(ValidationError, match="--sample 9 is out of range"):
         write_profile(rep, tmp_path / "other", sample=9)

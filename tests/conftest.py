@@ -208,3 +208,31 @@ def active_lrf_dyn() -> nir.NIRGraph:
     model = build_model("spikformer", TINY_LRF_DYN).eval()
     activate(model, 0)
     return model_to_nir(model, (1, 14, 14), TINY_LRF_DYN["timesteps"])
+
+
+def conv_chain(k1: np.ndarray | None = None) -> nir.NIRGraph:
+    """input (1, 3, 3) → c1 → c2 → l: c2 reads c1's zero padding, so c1 stays a relay
+    whatever its weights (default: 0.1 around a centre of 0.5)."""
+    if k1 is None:
+        k1 = np.full((1, 1, 3, 3), 0.1)
+        k1[0, 0, 1, 1] = 0.5
+    k2 = np.zeros((1, 1, 3, 3))
+    k2[0, 0, 0, 1], k2[0, 0, 1, 1] = -0.5, 1.0
+    shape = (1, 3, 3)
+    nodes = {"input": nir.Input(input_type={"input": np.array(shape)}),
+             "c1": nir.Conv2d(input_shape=(3, 3), weight=k1, stride=1, padding=1, dilation=1,
+                              groups=1, bias=np.zeros(1)),
+             "c2": nir.Conv2d(input_shape=(3, 3), weight=k2, stride=1, padding=1, dilation=1,
+                              groups=1, bias=np.zeros(1)),
+             "l": nir.LIF(tau=np.full(shape, 2e-3), r=np.ones(shape), v_leak=np.zeros(shape),
+                          v_threshold=np.ones(shape), v_reset=np.zeros(shape)),
+             "output": nir.Output(output_type={"output": np.array(shape)})}
+    edges = [("input", "c1"), ("c1", "c2"), ("c2", "l"), ("l", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False,
+                        metadata={"dt": 1e-3, "timesteps": 4, "input_levels": 1})
+
+
+@pytest.fixture(scope="session")
+def conv_chain_graph():
+    """:func:`conv_chain`, for tests (conftest is not importable by name)."""
+    return conv_chain

@@ -833,25 +833,7 @@ def test_a_graded_node_may_read_another_graded_node():
         == [[1, 1]] and s.num_message_bits == 24
 
 
-def _conv_chain():
-    k1 = np.full((1, 1, 3, 3), 0.1)
-    k1[0, 0, 1, 1] = 0.5
-    k2 = np.zeros((1, 1, 3, 3))
-    k2[0, 0, 0, 1], k2[0, 0, 1, 1] = -0.5, 1.0
-    shape = (1, 3, 3)
-    nodes = {"input": nir.Input(input_type={"input": np.array(shape)}),
-             "c1": nir.Conv2d(input_shape=(3, 3), weight=k1, stride=1, padding=1, dilation=1,
-                              groups=1, bias=np.zeros(1)),
-             "c2": nir.Conv2d(input_shape=(3, 3), weight=k2, stride=1, padding=1, dilation=1,
-                              groups=1, bias=np.zeros(1)),
-             "l": nir.LIF(tau=np.full(shape, 2e-3), r=np.ones(shape), v_leak=np.zeros(shape),
-                          v_threshold=np.ones(shape), v_reset=np.zeros(shape)),
-             "output": nir.Output(output_type={"output": np.array(shape)})}
-    edges = [("input", "c1"), ("c1", "c2"), ("c2", "l"), ("l", "output")]
-    return _graph(nodes, edges, input_levels=1)
-
-
-def test_a_conv_reading_another_convs_padding_makes_it_a_relay_by_hand():
+def test_a_conv_reading_another_convs_padding_makes_it_a_relay_by_hand(conv_chain_graph):
     # c2 reads c1's zero padding, so no single conv equals c2∘c1: c1 becomes a relay; l
     # reads the graded c1 through a weighted conv, so a shifter l.in sits in front of l.
     # c1 (read by no LIF one-to-one): own scale, spikes through a conv: 254/0.5 = 508;
@@ -862,7 +844,7 @@ def test_a_conv_reading_another_convs_padding_makes_it_a_relay_by_hand():
     #   CURRENT_MAX/(1.05·1.8) = 69349.7 -> vth = min(131071, floor(69349.7/0.5)) = 131071,
     #   T = 65535.5; head 129032/65535.5 = 1.97 -> exp 0.
     #   l.in weights round(k2·65535.5/508 = k2·129.0069): −0.5 -> −65, 1 -> 129.
-    net = lower(_conv_chain())
+    net = lower(conv_chain_graph())
     assert list(net.groups) == ["c1", "l.in", "l"]
     c1, sh, l = net.groups["c1"], net.groups["l.in"], net.groups["l"]
     assert c1.kind == "relay" and c1.params == RelayParams(0) and c1.shape == (1, 3, 3)

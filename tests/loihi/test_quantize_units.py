@@ -11,27 +11,8 @@ from lrfdyn.loihi.lower import lower
 from lrfdyn.sim.reference import run_reference
 
 
-def _conv_chain(k1: np.ndarray) -> nir.NIRGraph:
-    """input (1, 3, 3) → c1 → c2 → l: c2 reads c1's zero padding, so c1 stays a relay
-    (the chain of test_lower_units), whatever c1's weights."""
-    k2 = np.zeros((1, 1, 3, 3))
-    k2[0, 0, 0, 1], k2[0, 0, 1, 1] = -0.5, 1.0
-    shape = (1, 3, 3)
-    nodes = {"input": nir.Input(input_type={"input": np.array(shape)}),
-             "c1": nir.Conv2d(input_shape=(3, 3), weight=k1, stride=1, padding=1, dilation=1,
-                              groups=1, bias=np.zeros(1)),
-             "c2": nir.Conv2d(input_shape=(3, 3), weight=k2, stride=1, padding=1, dilation=1,
-                              groups=1, bias=np.zeros(1)),
-             "l": nir.LIF(tau=np.full(shape, 2e-3), r=np.ones(shape), v_leak=np.zeros(shape),
-                          v_threshold=np.ones(shape), v_reset=np.zeros(shape)),
-             "output": nir.Output(output_type={"output": np.array(shape)})}
-    edges = [("input", "c1"), ("c1", "c2"), ("c2", "l"), ("l", "output")]
-    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False,
-                        metadata={"dt": 1e-3, "timesteps": 4, "input_levels": 1})
-
-
-def test_a_relay_whose_inputs_are_all_zero_lowers_and_sends_nothing():
-    net = lower(_conv_chain(np.zeros((1, 1, 3, 3))))
+def test_a_relay_whose_inputs_are_all_zero_lowers_and_sends_nothing(conv_chain_graph):
+    net = lower(conv_chain_graph(np.zeros((1, 1, 3, 3))))
     c1, sh = net.groups["c1"], net.groups["l.in"]
     assert c1.kind == "relay" and sh.kind == "relay"
     # nothing bounds c1's scale: one unit per float unit, no shift
@@ -43,12 +24,12 @@ def test_a_relay_whose_inputs_are_all_zero_lowers_and_sends_nothing():
     assert not out["c1"].any() and not out["l.in"].any() and not out["l"].any()
 
 
-def test_the_same_chain_with_weights_carries_values():
+def test_the_same_chain_with_weights_carries_values(conv_chain_graph):
     """The control: the zero chain is silent because of its weights, not its structure:
     with weights, c1 and the shifter in front of l carry values."""
     k1 = np.full((1, 1, 3, 3), 0.1)
     k1[0, 0, 1, 1] = 0.5
-    net = lower(_conv_chain(k1))
+    net = lower(conv_chain_graph(k1))
     out = run_reference(net, np.ones((2, 9), np.int64), net.steps_per_sample())
     assert out["c1"].any() and out["l.in"].any()
 
